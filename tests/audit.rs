@@ -1,0 +1,85 @@
+//! Audit events: emitted on refusal under `palisade::audit`, with client
+//! address, principal and route, and never a secret from the request.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use palisade::core::Rejection;
+use palisade::core::client_ip::PeerAddr;
+use palisade::core::guard::{GuardLayer, RequestHead};
+use palisade::core::principal::{AuthMethod, Principal};
+use tower::{ServiceBuilder, ServiceExt};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn refusal_emits_one_audit_event_without_secrets() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let service = ServiceBuilder::new()
+        .layer(GuardLayer::new("deny_all", |_: &RequestHead<'_>| {
+            Err(Rejection::unauthenticated())
+        }))
+        .service(tower::service_fn(|_request: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        }));
+    let mut request = Request::get("/api/scans?access_token=SECRET-QUERY-TOKEN")
+        .header("authorization", "Bearer SECRET-HEADER-TOKEN")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    request
+        .extensions_mut()
+        .insert(PeerAddr(SocketAddr::from(([192, 0, 2, 33], 4000))));
+    request.extensions_mut().insert(
+        Principal::builder("user-7")
+            .tenant("acme")
+            .method(AuthMethod::ApiKey { id: "key_42".into() })
+            .build(),
+    );
+    let response = service.oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), 401);
+
+    let output = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+    let events: Vec<&str> = output.lines().filter(|l| l.contains("palisade::audit")).collect();
+    assert_eq!(events.len(), 1, "{output}");
+    let event = events[0];
+    for expected in [
+        "WARN",
+        "layer=\"deny_all\"",
+        "decision=\"refused\"",
+        "kind=\"unauthenticated\"",
+        "status=401",
+        "client_ip=192.0.2.33",
+        "subject=\"user-7\"",
+        "tenant=\"acme\"",
+        "auth_method=\"api_key\"",
+        "method=\"GET\"",
+        "route=\"/api/scans\"",
+    ] {
+        assert!(event.contains(expected), "missing {expected} in {event}");
+    }
+    assert!(!output.contains("SECRET"), "a secret reached the log: {output}");
+}
