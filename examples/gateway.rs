@@ -1,1 +1,308 @@
-fn main() {}
+//! The Palisade demo gateway: an axum service shaped like a real one, with
+//! Palisade's layers in front and the ecosystem's own layers where they
+//! already do the job well.
+//!
+//! ```text
+//! cargo run --release --example gateway
+//! ```
+//!
+//! Listens on 127.0.0.1 (port from `PORT`, default 8080), with in-memory data.
+//! Environment (all optional):
+//! - `PORT`: the port (default 8080);
+//! - `TRUSTED_PROXIES`: comma-separated CIDRs whose `X-Forwarded-For` is
+//!   believed (default: none, so forwarding headers are ignored);
+//! - `ADMIN_NETWORKS`: comma-separated CIDRs allowed to delete scans
+//!   (default: loopback only);
+//! - `CORS_ORIGINS`: comma-separated origins allowed by CORS (default
+//!   `http://localhost:3000`);
+//! - `RUST_LOG`: log filter (default `info`; audit events are under
+//!   `palisade::audit`).
+//!
+//! Routes:
+//! - `GET /health`: always open;
+//! - `GET /api/scans`, `POST /api/scans`, `GET /api/scans/{id}`;
+//! - `DELETE /api/scans/{id}`: admin networks only.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use ipnet::IpNet;
+use palisade::core::Rejection;
+use palisade::core::client_ip::{ClientIp, ClientIpLayer, ClientIpResolver};
+use palisade::core::guard::{GuardLayer, RequestHead};
+use serde::{Deserialize, Serialize};
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Request bodies above this are refused (413).
+const BODY_LIMIT: usize = 64 * 1024;
+/// The demo keeps at most this many scans in memory.
+const MAX_SCANS: usize = 10_000;
+
+#[derive(Clone, Serialize)]
+struct Scan {
+    id: u64,
+    target: String,
+    status: &'static str,
+    requested_by: IpAddr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewScan {
+    target: String,
+}
+
+#[derive(Clone, Default)]
+struct Scans {
+    next_id: Arc<AtomicU64>,
+    by_id: Arc<RwLock<BTreeMap<u64, Scan>>>,
+}
+
+impl Scans {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Scan>> {
+        self.by_id.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Scan>> {
+        self.by_id.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn list_scans(State(scans): State<Scans>) -> Json<Vec<Scan>> {
+    Json(scans.read().values().cloned().collect())
+}
+
+async fn create_scan(
+    State(scans): State<Scans>,
+    Extension(client): Extension<ClientIp>,
+    body: Result<Json<NewScan>, JsonRejection>,
+) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Scan>), Rejection> {
+    let Json(new) = body.map_err(json_rejection)?;
+    let target = new.target.trim();
+    if target.is_empty() || target.len() > 253 || target.chars().any(char::is_control) {
+        return Err(Rejection::bad_request()
+            .with_detail("`target` must be a host name of 1 to 253 printable characters."));
+    }
+    let mut by_id = scans.write();
+    if by_id.len() >= MAX_SCANS {
+        return Err(Rejection::overloaded()
+            .with_retry_after(Duration::from_secs(60))
+            .with_detail("The demo holds a bounded number of scans; delete some first."));
+    }
+    let id = scans.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let scan = Scan {
+        id,
+        target: target.to_owned(),
+        status: "queued",
+        requested_by: client.ip(),
+    };
+    by_id.insert(id, scan.clone());
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/scans/{id}"))],
+        Json(scan),
+    ))
+}
+
+async fn get_scan(
+    State(scans): State<Scans>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Json<Scan>, Rejection> {
+    let Path(id) = id.map_err(|_| Rejection::bad_request().with_detail("The id is a number."))?;
+    scans
+        .read()
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| Rejection::not_found().with_detail("No scan has this id."))
+}
+
+async fn delete_scan(
+    State(scans): State<Scans>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<StatusCode, Rejection> {
+    let Path(id) = id.map_err(|_| Rejection::bad_request().with_detail("The id is a number."))?;
+    match scans.write().remove(&id) {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(Rejection::not_found().with_detail("No scan has this id.")),
+    }
+}
+
+async fn not_found() -> Rejection {
+    Rejection::not_found().with_detail("No route here. Try GET /health or /api/scans.")
+}
+
+/// Body errors become problem+json: too large (413) or not the JSON we want (400).
+fn json_rejection(rejection: JsonRejection) -> Rejection {
+    let too_large = matches!(&rejection, JsonRejection::BytesRejection(_))
+        && rejection.status() == StatusCode::PAYLOAD_TOO_LARGE;
+    if too_large {
+        return Rejection::payload_too_large().with_detail("The body is too large.");
+    }
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            Rejection::bad_request().with_detail("Send `content-type: application/json`.")
+        }
+        _ => Rejection::bad_request().with_detail("The body must be JSON: {\"target\": \"host\"}."),
+    }
+}
+
+/// Admin routes only from the admin networks, by the client address that
+/// `ClientIpLayer` resolved (forwarding headers only from trusted proxies).
+fn admin_networks(networks: Arc<[IpNet]>) -> GuardLayer {
+    GuardLayer::new("admin_network", move |head: &RequestHead<'_>| {
+        match head.client_ip() {
+            Some(client) if networks.iter().any(|net| net.contains(&client.ip())) => Ok(()),
+            _ => Err(Rejection::forbidden().with_detail("Admin routes are open to admin networks only.")),
+        }
+    })
+}
+
+fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>> {
+    let resolver = ClientIpResolver::builder()
+        .trust_proxies(config.trusted_proxies.iter().cloned())
+        .build()?;
+    let origins = config
+        .cors_origins
+        .iter()
+        .map(|origin| HeaderValue::from_str(origin))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .max_age(Duration::from_secs(600));
+
+    // DELETE alone carries the admin guard; reads stay open.
+    let api = Router::new()
+        .route("/api/scans", get(list_scans).post(create_scan))
+        .route(
+            "/api/scans/{id}",
+            get(get_scan).merge(
+                axum::routing::delete(delete_scan)
+                    .route_layer(admin_networks(config.admin_networks.clone())),
+            ),
+        )
+        .with_state(Scans::default());
+
+    Ok(Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        .fallback(not_found)
+        .layer(
+            ServiceBuilder::new()
+                // Spans carry method and path only: queries can hold tokens.
+                .layer(TraceLayer::new_for_http().make_span_with(
+                    |request: &axum::http::Request<_>| {
+                        tracing::info_span!(
+                            "request",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                        )
+                    },
+                ))
+                .layer(cors)
+                .layer(ClientIpLayer::new(resolver))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Duration::from_secs(10),
+                ))
+                .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
+        ))
+}
+
+struct Config {
+    port: u16,
+    trusted_proxies: Vec<String>,
+    admin_networks: Arc<[IpNet]>,
+    cors_origins: Vec<String>,
+}
+
+fn list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_owned())
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Config {
+    fn from_env() -> Result<Self, Box<dyn std::error::Error>> {
+        let port = match std::env::var("PORT") {
+            Ok(port) => port.parse().map_err(|_| format!("PORT={port:?} is not a port"))?,
+            Err(_) => 8080,
+        };
+        let admin_networks = list("ADMIN_NETWORKS", "127.0.0.0/8,::1/128")
+            .iter()
+            .map(|net| {
+                net.parse::<IpNet>()
+                    .map_err(|_| format!("ADMIN_NETWORKS: {net:?} is not a CIDR"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            port,
+            trusted_proxies: list("TRUSTED_PROXIES", ""),
+            admin_networks: admin_networks.into(),
+            cors_origins: list("CORS_ORIGINS", "http://localhost:3000"),
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let config = Config::from_env()?;
+    let app = app(&config)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    println!("Palisade demo gateway listening on {base}");
+    println!();
+    println!("Try:");
+    println!("  curl -i {base}/health");
+    println!("  curl -i {base}/api/scans");
+    println!(
+        "  curl -i -X POST {base}/api/scans -H 'content-type: application/json' -d '{{\"target\":\"example.com\"}}'"
+    );
+    println!("  curl -i {base}/api/scans/1");
+    println!("  curl -i -X DELETE {base}/api/scans/1          # admin networks only (loopback by default)");
+    println!("  curl -i {base}/nope                           # problem+json 404");
+    println!("  curl -i -X POST {base}/api/scans -d 'oops'    # problem+json 400");
+    println!("  curl -i -H 'x-forwarded-for: 6.6.6.6' -X POST {base}/api/scans \\");
+    println!("       -H 'content-type: application/json' -d '{{\"target\":\"a.example\"}}'  # spoofed header ignored");
+    println!();
+
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

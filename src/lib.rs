@@ -18,5 +18,5 @@
 
 pub use palisade_core as core;
 
-// REDIS #[cfg(feature = "redis")]
-// REDIS pub use palisade_redis as redis;
+#[cfg(feature = "redis")]
+pub use palisade_redis as redis;

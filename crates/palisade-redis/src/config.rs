@@ -1,0 +1,168 @@
+//! Connection settings, loadable with serde.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Standalone Redis or a Redis Cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum RedisMode {
+    /// One server (or a primary behind a fixed address).
+    #[default]
+    Standalone,
+    /// A Redis Cluster; `urls` are seed nodes.
+    Cluster,
+}
+
+/// How to reach Redis.
+///
+/// ```toml
+/// urls = ["redis://10.0.0.10:6379"]
+/// mode = "standalone"
+/// call_timeout_ms = 50
+/// connect_timeout_ms = 1000
+/// key_prefix = "palisade"
+/// ```
+///
+/// `Debug` hides passwords in URLs.
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct RedisConfig {
+    /// Server URLs (`redis://[:password@]host:port[/db]`, `rediss://` for TLS
+    /// when the `redis` crate's TLS feature is enabled). One for standalone,
+    /// seed nodes for a cluster.
+    pub urls: Vec<String>,
+    /// Standalone or cluster.
+    pub mode: RedisMode,
+    /// The longest a single call may take before it fails with a timeout
+    /// (default 50 ms): Redis sits on the request path.
+    pub call_timeout_ms: u64,
+    /// The longest a connection attempt may take (default 1000 ms).
+    pub connect_timeout_ms: u64,
+    /// The prefix of every key (default `palisade`).
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec!["redis://127.0.0.1:6379".to_owned()],
+            mode: RedisMode::Standalone,
+            call_timeout_ms: 50,
+            connect_timeout_ms: 1_000,
+            key_prefix: "palisade".to_owned(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// One standalone server.
+    pub fn standalone(url: impl Into<String>) -> Self {
+        Self {
+            urls: vec![url.into()],
+            ..Self::default()
+        }
+    }
+
+    /// A cluster, from its seed nodes.
+    pub fn cluster<I, T>(seeds: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self {
+            urls: seeds.into_iter().map(Into::into).collect(),
+            mode: RedisMode::Cluster,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the per-call timeout.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Sets the key prefix.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    pub(crate) fn call_timeout_duration(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+
+    pub(crate) fn connect_timeout_duration(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// `redis://user:secret@host` reads `redis://user:***@host`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("RedisConfig")
+            .field("urls", &urls)
+            .field("mode", &self.mode)
+            .field("call_timeout_ms", &self.call_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_passwords() {
+        let config = RedisConfig::standalone("redis://app:hunter2@10.0.0.1:6379/0");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("redis://app:***@10.0.0.1:6379/0"), "{debug}");
+        assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn config_loads_from_toml() {
+        let config: RedisConfig = toml::from_str(
+            r#"
+            urls = ["redis://a:7000", "redis://b:7001"]
+            mode = "cluster"
+            call_timeout_ms = 20
+            "#,
+        )
+        .unwrap_or_default();
+        assert_eq!(config.mode, RedisMode::Cluster);
+        assert_eq!(config.urls.len(), 2);
+        assert_eq!(config.call_timeout_duration(), Duration::from_millis(20));
+        assert_eq!(config.key_prefix, "palisade");
+        assert!(toml::from_str::<RedisConfig>("unknown = 1").is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! Errors of Redis calls.
+
+use std::time::Duration;
+
+/// A Redis call that did not give an answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// No answer within the per-call timeout.
+    #[error("redis call timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection is down or could not be made.
+    #[error("redis connection failed: {0}")]
+    Connection(#[source] redis::RedisError),
+    /// Redis answered with an error, or with a value of the wrong type.
+    #[error("redis command failed: {0}")]
+    Command(#[source] redis::RedisError),
+    /// The configuration cannot work.
+    #[error("invalid redis configuration: {0}")]
+    Config(String),
+}
+
+impl RedisError {
+    /// Whether the error means Redis is unreachable (timeout or connection),
+    /// as opposed to a command Redis refused.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, RedisError::Timeout(_) | RedisError::Connection(_))
+    }
+}
+
+impl RedisError {
+    /// Sorts an error of the `redis` crate; `timeout` is the per-call timeout
+    /// in force.
+    pub(crate) fn from_redis(error: redis::RedisError, timeout: Duration) -> Self {
+        if error.is_timeout() {
+            RedisError::Timeout(timeout)
+        } else if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.is_unrecoverable_error()
+        {
+            RedisError::Connection(error)
+        } else {
+            RedisError::Command(error)
+        }
+    }
+}
