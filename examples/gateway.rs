@@ -72,11 +72,15 @@ struct Scans {
 
 impl Scans {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Scan>> {
-        self.by_id.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.by_id
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Scan>> {
-        self.by_id.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.by_id
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -169,7 +173,10 @@ fn admin_networks(networks: Arc<[IpNet]>) -> GuardLayer {
     GuardLayer::new("admin_network", move |head: &RequestHead<'_>| {
         match head.client_ip() {
             Some(client) if networks.iter().any(|net| net.contains(&client.ip())) => Ok(()),
-            _ => Err(Rejection::forbidden().with_detail("Admin routes are open to admin networks only.")),
+            _ => {
+                Err(Rejection::forbidden()
+                    .with_detail("Admin routes are open to admin networks only."))
+            }
         }
     })
 }
@@ -247,7 +254,9 @@ fn list(name: &str, default: &str) -> Vec<String> {
 impl Config {
     fn from_env() -> Result<Self, Box<dyn std::error::Error>> {
         let port = match std::env::var("PORT") {
-            Ok(port) => port.parse().map_err(|_| format!("PORT={port:?} is not a port"))?,
+            Ok(port) => port
+                .parse()
+                .map_err(|_| format!("PORT={port:?} is not a port"))?,
             Err(_) => 8080,
         };
         let admin_networks = list("ADMIN_NETWORKS", "127.0.0.0/8,::1/128")
@@ -289,11 +298,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  curl -i -X POST {base}/api/scans -H 'content-type: application/json' -d '{{\"target\":\"example.com\"}}'"
     );
     println!("  curl -i {base}/api/scans/1");
-    println!("  curl -i -X DELETE {base}/api/scans/1          # admin networks only (loopback by default)");
+    println!(
+        "  curl -i -X DELETE {base}/api/scans/1          # admin networks only (loopback by default)"
+    );
     println!("  curl -i {base}/nope                           # problem+json 404");
     println!("  curl -i -X POST {base}/api/scans -d 'oops'    # problem+json 400");
     println!("  curl -i -H 'x-forwarded-for: 6.6.6.6' -X POST {base}/api/scans \\");
-    println!("       -H 'content-type: application/json' -d '{{\"target\":\"a.example\"}}'  # spoofed header ignored");
+    println!(
+        "       -H 'content-type: application/json' -d '{{\"target\":\"a.example\"}}'  # spoofed header ignored"
+    );
     println!();
 
     axum::serve(

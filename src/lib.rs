@@ -1,18 +1,9 @@
-//! Palisade: security and resilience layers for Tower services.
+#![doc = include_str!("../README.md")]
 //!
-//! This umbrella crate re-exports the Palisade crates behind features, so one
-//! dependency brings the whole product; each layer is also its own crate,
-//! usable alone.
+//! # Modules
 //!
-//! | module | crate | what it does |
-//! |--------|-------|--------------|
-//! | [`core`] | `palisade-core` | rejections and their rendering, client addresses, principals, keys, clocks, keyed stores, audit events |
-//! | `redis` | `palisade-redis` (feature `redis`) | Redis plumbing for distributed stores |
-//!
-//! ```
-//! use palisade::core::{Rejection, RejectionKind};
-//! assert_eq!(Rejection::forbidden().kind(), RejectionKind::Forbidden);
-//! ```
+//! - [`core`]: `palisade-core`, always present.
+//! - `redis`: `palisade-redis`, with the `redis` feature.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -20,7 +20,10 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(buf);
+        self.0
+            .lock()
+            .map_err(|_| std::io::ErrorKind::Other)?
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -56,14 +59,19 @@ async fn refusal_emits_one_audit_event_without_secrets() {
     request.extensions_mut().insert(
         Principal::builder("user-7")
             .tenant("acme")
-            .method(AuthMethod::ApiKey { id: "key_42".into() })
+            .method(AuthMethod::ApiKey {
+                id: "key_42".into(),
+            })
             .build(),
     );
     let response = service.oneshot(request).await.expect("infallible");
     assert_eq!(response.status(), 401);
 
     let output = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
-    let events: Vec<&str> = output.lines().filter(|l| l.contains("palisade::audit")).collect();
+    let events: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("palisade::audit"))
+        .collect();
     assert_eq!(events.len(), 1, "{output}");
     let event = events[0];
     for expected in [
@@ -81,5 +89,8 @@ async fn refusal_emits_one_audit_event_without_secrets() {
     ] {
         assert!(event.contains(expected), "missing {expected} in {event}");
     }
-    assert!(!output.contains("SECRET"), "a secret reached the log: {output}");
+    assert!(
+        !output.contains("SECRET"),
+        "a secret reached the log: {output}"
+    );
 }

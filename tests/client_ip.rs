@@ -46,7 +46,12 @@ async fn behind_a_trusted_proxy_the_first_untrusted_hop_from_the_right_is_the_cl
         .build()
         .expect("valid");
     let addr = serve(resolver).await;
-    let response = http_get(addr, "/ip", &[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.5")]).await;
+    let response = http_get(
+        addr,
+        "/ip",
+        &[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.5")],
+    )
+    .await;
     assert_eq!(response.body(), "1.2.3.4");
     // A forged leftmost entry never wins, and garbage falls back to the peer.
     let garbage = http_get(addr, "/ip", &[("x-forwarded-for", "1.2.3.4, _hidden")]).await;
@@ -64,7 +69,10 @@ async fn rfc_7239_forwarded_behind_a_trusted_proxy() {
     let response = http_get(
         addr,
         "/ip",
-        &[("forwarded", r#"for=6.6.6.6, for="[2001:db8::1]:1234";proto=https"#)],
+        &[(
+            "forwarded",
+            r#"for=6.6.6.6, for="[2001:db8::1]:1234";proto=https"#,
+        )],
     )
     .await;
     assert_eq!(response.body(), "2001:db8::1");
@@ -86,7 +94,9 @@ async fn tonic_peer_address_is_read_from_its_connect_info() {
         }
     });
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -97,7 +107,9 @@ async fn tonic_peer_address_is_read_from_its_connect_info() {
     );
     let mut client = HealthClient::new(common::grpc_channel(addr).await);
     let response = client
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .expect("loopback peer is found and allowed");
     assert_eq!(response.into_inner().status, 1);

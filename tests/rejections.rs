@@ -15,12 +15,42 @@ use palisade::core::{Rejection, RejectionKind};
 use tower::{ServiceBuilder, ServiceExt};
 
 /// (header value, rejection, HTTP status, gRPC code, Retry-After)
-fn cases() -> Vec<(&'static str, Rejection, u16, tonic::Code, Option<&'static str>)> {
+fn cases() -> Vec<(
+    &'static str,
+    Rejection,
+    u16,
+    tonic::Code,
+    Option<&'static str>,
+)> {
     vec![
-        ("bad_request", Rejection::bad_request(), 400, tonic::Code::InvalidArgument, None),
-        ("unauthenticated", Rejection::unauthenticated(), 401, tonic::Code::Unauthenticated, None),
-        ("forbidden", Rejection::forbidden(), 403, tonic::Code::PermissionDenied, None),
-        ("not_found", Rejection::not_found(), 404, tonic::Code::NotFound, None),
+        (
+            "bad_request",
+            Rejection::bad_request(),
+            400,
+            tonic::Code::InvalidArgument,
+            None,
+        ),
+        (
+            "unauthenticated",
+            Rejection::unauthenticated(),
+            401,
+            tonic::Code::Unauthenticated,
+            None,
+        ),
+        (
+            "forbidden",
+            Rejection::forbidden(),
+            403,
+            tonic::Code::PermissionDenied,
+            None,
+        ),
+        (
+            "not_found",
+            Rejection::not_found(),
+            404,
+            tonic::Code::NotFound,
+            None,
+        ),
         (
             "rate_limited",
             Rejection::rate_limited(Duration::from_millis(2_100)),
@@ -49,16 +79,36 @@ fn cases() -> Vec<(&'static str, Rejection, u16, tonic::Code, Option<&'static st
             tonic::Code::Unavailable,
             Some("1"),
         ),
-        ("payload_too_large", Rejection::payload_too_large(), 413, tonic::Code::ResourceExhausted, None),
-        ("headers_too_large", Rejection::headers_too_large(), 431, tonic::Code::ResourceExhausted, None),
-        ("unavailable", Rejection::unavailable(), 503, tonic::Code::Unavailable, None),
+        (
+            "payload_too_large",
+            Rejection::payload_too_large(),
+            413,
+            tonic::Code::ResourceExhausted,
+            None,
+        ),
+        (
+            "headers_too_large",
+            Rejection::headers_too_large(),
+            431,
+            tonic::Code::ResourceExhausted,
+            None,
+        ),
+        (
+            "unavailable",
+            Rejection::unavailable(),
+            503,
+            tonic::Code::Unavailable,
+            None,
+        ),
     ]
 }
 
 /// Refuses with the rejection named by the `x-reject` header.
 fn reject_as_asked() -> GuardLayer {
     GuardLayer::new("reject_as_asked", |head: &RequestHead<'_>| {
-        let Some(asked) = head.headers().get("x-reject") else { return Ok(()) };
+        let Some(asked) = head.headers().get("x-reject") else {
+            return Ok(());
+        };
         match cases().into_iter().find(|(name, ..)| asked == *name) {
             Some((_, rejection, ..)) => Err(rejection),
             None => Ok(()),
@@ -68,11 +118,11 @@ fn reject_as_asked() -> GuardLayer {
 
 #[tokio::test]
 async fn every_kind_renders_as_problem_json_with_its_status_and_headers() {
-    let service = ServiceBuilder::new().layer(reject_as_asked()).service(tower::service_fn(
-        |_request: Request<Full<Bytes>>| async {
+    let service = ServiceBuilder::new()
+        .layer(reject_as_asked())
+        .service(tower::service_fn(|_request: Request<Full<Bytes>>| async {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-        },
-    ));
+        }));
     for (name, rejection, status, _, retry_after) in cases() {
         let request = Request::get("/x")
             .header("x-reject", name)
@@ -81,10 +131,15 @@ async fn every_kind_renders_as_problem_json_with_its_status_and_headers() {
         let response = service.clone().oneshot(request).await.expect("infallible");
         assert_eq!(response.status().as_u16(), status, "{name}");
         let headers = response.headers().clone();
-        assert_eq!(headers["content-type"], "application/problem+json", "{name}");
+        assert_eq!(
+            headers["content-type"], "application/problem+json",
+            "{name}"
+        );
         assert_eq!(headers["cache-control"], "no-store", "{name}");
         assert_eq!(
-            headers.get("retry-after").map(|v| v.to_str().unwrap_or_default()),
+            headers
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap_or_default()),
             retry_after,
             "{name}"
         );
@@ -96,7 +151,12 @@ async fn every_kind_renders_as_problem_json_with_its_status_and_headers() {
             ),
             _ => assert!(!headers.contains_key("www-authenticate"), "{name}"),
         }
-        let body = response.into_body().collect().await.expect("infallible").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("infallible")
+            .to_bytes();
         let problem: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(problem["status"], status, "{name}");
         assert_eq!(problem["title"], rejection.kind().title(), "{name}");
@@ -114,7 +174,9 @@ async fn every_kind_reaches_a_real_tonic_client_as_its_grpc_code() {
     use tonic_health::pb::health_client::HealthClient;
 
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -125,20 +187,29 @@ async fn every_kind_reaches_a_real_tonic_client_as_its_grpc_code() {
     let mut client = HealthClient::new(common::grpc_channel(addr).await);
 
     for (name, rejection, _, code, retry_after) in cases() {
-        let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
-        request.metadata_mut().insert("x-reject", name.parse().expect("metadata"));
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: String::new(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-reject", name.parse().expect("metadata"));
         let status = client.check(request).await.expect_err(name);
         assert_eq!(status.code(), code, "{name}");
         assert_eq!(status.message(), rejection.kind().title(), "{name}");
         assert_eq!(
-            status.metadata().get("retry-after").map(|v| v.to_str().unwrap_or_default()),
+            status
+                .metadata()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap_or_default()),
             retry_after,
             "{name}"
         );
     }
     // The connection is still usable after refusals (Trailers-Only ends each stream cleanly).
     let ok = client
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .expect("allowed");
     assert_eq!(ok.into_inner().status, 1);

@@ -43,7 +43,10 @@ async fn axum_router_layer_passes_and_refuses_with_problem_json() {
 
     let refused = http_get(addr, "/b", &[("x-deny", "1")]).await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
     assert_eq!(
         refused.headers()["www-authenticate"],
         r#"Bearer error="insufficient_scope""#
@@ -69,28 +72,49 @@ async fn axum_route_layer_guards_only_its_routes_and_shares_one_state() {
         .route("/also-guarded", get(|| async { "g2" }).route_layer(guard));
     let addr = spawn_axum(app).await;
 
-    assert_eq!(http_get(addr, "/guarded", &[("x-deny", "1")]).await.status(), 403);
-    assert_eq!(http_get(addr, "/also-guarded", &[("x-deny", "1")]).await.status(), 403);
+    assert_eq!(
+        http_get(addr, "/guarded", &[("x-deny", "1")])
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        http_get(addr, "/also-guarded", &[("x-deny", "1")])
+            .await
+            .status(),
+        403
+    );
     let open = http_get(addr, "/open", &[("x-deny", "1")]).await;
     assert_eq!(open.status(), StatusCode::OK);
     assert_eq!(open.body(), "o");
     assert_eq!(http_get(addr, "/guarded", &[]).await.body(), "g");
     // route_layer does not run for unmatched paths: the router's own 404.
-    assert_eq!(http_get(addr, "/missing", &[("x-deny", "1")]).await.status(), 404);
+    assert_eq!(
+        http_get(addr, "/missing", &[("x-deny", "1")])
+            .await
+            .status(),
+        404
+    );
 }
 
 #[tokio::test]
 async fn plain_hyper_service_fn_over_full_bytes() {
-    let service = ServiceBuilder::new().layer(deny_marked()).service(tower::service_fn(
-        |_request: Request<hyper::body::Incoming>| async {
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hyper"))))
-        },
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let service = ServiceBuilder::new()
+        .layer(deny_marked())
+        .service(tower::service_fn(
+            |_request: Request<hyper::body::Incoming>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hyper"))))
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let service = hyper_util::service::TowerToHyperService::new(service.clone());
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -114,7 +138,9 @@ async fn tonic_server_layer_refuses_with_a_grpc_status_a_real_client_reads() {
     use tonic_health::pb::health_client::HealthClient;
 
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -125,13 +151,19 @@ async fn tonic_server_layer_refuses_with_a_grpc_status_a_real_client_reads() {
 
     let mut client = HealthClient::new(common::grpc_channel(addr).await);
     let serving = client
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .expect("allowed call succeeds");
     assert_eq!(serving.into_inner().status, 1, "SERVING");
 
-    let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
-    request.metadata_mut().insert("x-deny", "1".parse().expect("metadata"));
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-deny", "1".parse().expect("metadata"));
     let status = client.check(request).await.expect_err("refused call fails");
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
     assert_eq!(status.message(), "Marked requests are refused.");
@@ -150,7 +182,9 @@ async fn service_builder_composes_palisade_layers_with_a_replaced_renderer() {
         }
     });
     let service = ServiceBuilder::new()
-        .layer(RendererLayer::new(ProblemJson::new().type_base("https://errors.example/")))
+        .layer(RendererLayer::new(
+            ProblemJson::new().type_base("https://errors.example/"),
+        ))
         .layer(ClientIpLayer::default())
         .layer(only_loopback)
         .layer(deny_marked())
@@ -165,9 +199,16 @@ async fn service_builder_composes_palisade_layers_with_a_replaced_renderer() {
             .insert(PeerAddr(SocketAddr::from((peer, 4000))));
         request
     };
-    let ok = service.clone().oneshot(request([127, 0, 0, 1])).await.expect("infallible");
+    let ok = service
+        .clone()
+        .oneshot(request([127, 0, 0, 1]))
+        .await
+        .expect("infallible");
     assert_eq!(ok.status(), StatusCode::OK);
-    let outside = service.oneshot(request([192, 0, 2, 1])).await.expect("infallible");
+    let outside = service
+        .oneshot(request([192, 0, 2, 1]))
+        .await
+        .expect("infallible");
     assert_eq!(outside.status(), StatusCode::FORBIDDEN);
     let body = http_body_util::BodyExt::collect(outside.into_body())
         .await

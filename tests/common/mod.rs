@@ -11,7 +11,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Serves an axum router on a free loopback port, with connect info.
 pub async fn spawn_axum(router: axum::Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         axum::serve(

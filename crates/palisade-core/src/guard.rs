@@ -122,7 +122,9 @@ impl Clone for GuardLayer {
 
 impl fmt::Debug for GuardLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GuardLayer").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("GuardLayer")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 

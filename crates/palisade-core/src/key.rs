@@ -337,9 +337,10 @@ mod tests {
             .header("x-tenant", "acme")
             .body(())
             .unwrap_or_default();
-        request
-            .extensions_mut()
-            .insert(PeerAddr(SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 1))));
+        request.extensions_mut().insert(PeerAddr(SocketAddr::from((
+            [0x2001, 0xdb8, 0, 0, 0, 0, 0, 1],
+            1,
+        ))));
         request
     }
 
@@ -365,8 +366,14 @@ mod tests {
         assert_eq!(text(KeyFn::Subject), Some("sub:u%7C1".into()));
         assert_eq!(text(KeyFn::Tenant), Some("tenant:t%7B1%7D".into()));
         assert_eq!(text(KeyFn::ApiKeyId), Some("key:k1".into()));
-        assert_eq!(text(KeyFn::header(HeaderName::from_static("x-tenant"))), Some("h:acme".into()));
-        assert_eq!(text(KeyFn::RouteTemplate), Some("route:/api/scans/%7Bid%7D".into()));
+        assert_eq!(
+            text(KeyFn::header(HeaderName::from_static("x-tenant"))),
+            Some("h:acme".into())
+        );
+        assert_eq!(
+            text(KeyFn::RouteTemplate),
+            Some("route:/api/scans/%7Bid%7D".into())
+        );
         assert_eq!(text(KeyFn::Method), Some("m:GET".into()));
         assert_eq!(text(KeyFn::Global), Some("global".into()));
         assert_eq!(
@@ -393,13 +400,19 @@ mod tests {
             .header("x-client", "b")
             .body(())
             .unwrap_or_default();
-        assert_eq!(KeyFn::header(HeaderName::from_static("x-client")).extract(&request), None);
+        assert_eq!(
+            KeyFn::header(HeaderName::from_static("x-client")).extract(&request),
+            None
+        );
     }
 
     #[test]
     fn a_missing_part_makes_the_tuple_missing() {
         let request = request();
-        assert_eq!(KeyFn::tuple([KeyFn::ClientIp, KeyFn::Subject]).extract(&request), None);
+        assert_eq!(
+            KeyFn::tuple([KeyFn::ClientIp, KeyFn::Subject]).extract(&request),
+            None
+        );
     }
 
     #[test]

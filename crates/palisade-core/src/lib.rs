@@ -59,6 +59,8 @@ pub mod client_ip;
 pub mod clock;
 pub mod error;
 pub mod future;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod key;
 pub mod principal;

@@ -504,7 +504,11 @@ impl Challenge {
     /// makes a valid header.
     pub fn to_header_value(&self) -> HeaderValue {
         let mut out = String::with_capacity(64);
-        out.extend(self.scheme.chars().filter(|c| c.is_ascii_alphanumeric() || "-._~+/".contains(*c)));
+        out.extend(
+            self.scheme
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "-._~+/".contains(*c)),
+        );
         let mut params = 0;
         let mut param = |out: &mut String, name: &str, value: &str| {
             out.push_str(if params == 0 { " " } else { ", " });
@@ -588,7 +592,10 @@ mod tests {
 
     #[test]
     fn default_challenges_follow_rfc_6750() {
-        assert_eq!(Rejection::unauthenticated().headers()[WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(
+            Rejection::unauthenticated().headers()[WWW_AUTHENTICATE],
+            "Bearer"
+        );
         assert_eq!(
             Rejection::forbidden().headers()[WWW_AUTHENTICATE],
             r#"Bearer error="insufficient_scope""#

@@ -326,7 +326,10 @@ impl From<Rejection> for tonic::Status {
     /// The gRPC status of the rejection, with its public detail as message.
     fn from(rejection: Rejection) -> Self {
         let code = tonic::Code::from_i32(i32::from(rejection.kind().grpc_code().as_u8()));
-        let message = rejection.detail().unwrap_or(rejection.kind().title()).to_owned();
+        let message = rejection
+            .detail()
+            .unwrap_or(rejection.kind().title())
+            .to_owned();
         tonic::Status::new(code, message)
     }
 }
@@ -338,7 +341,10 @@ mod tests {
 
     fn grpc_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc+proto"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
         headers
     }
 
@@ -351,7 +357,10 @@ mod tests {
         assert_eq!(Protocol::of(&HeaderMap::new()), Protocol::Http);
         assert_eq!(Protocol::of(&grpc_headers()), Protocol::Grpc);
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("Application/GRPC-web"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("Application/GRPC-web"),
+        );
         assert_eq!(Protocol::of(&headers), Protocol::Grpc);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         assert_eq!(Protocol::of(&headers), Protocol::Http);

@@ -40,8 +40,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::marker::PhantomData;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -381,13 +381,10 @@ impl<S: Idle> KeyedStore<S> {
         if shard.entries.capacity() > 4 * after.max(MIN_SWEEP_LEN) {
             shard.entries.shrink_to(2 * after);
         }
-        shard.sweep_at_len = (2 * after)
-            .max(MIN_SWEEP_LEN)
-            .min(self.per_shard_capacity);
+        shard.sweep_at_len = (2 * after).max(MIN_SWEEP_LEN).min(self.per_shard_capacity);
         shard.sweep_at_time = now.saturating_add(Duration::from_nanos(self.sweep_interval));
         before - after
     }
-
 }
 
 #[cfg(test)]
@@ -413,8 +410,22 @@ mod tests {
         let clock = ManualClock::new();
         let store = store(100, 4);
         let until = busy_for(&clock, 5);
-        assert_eq!(store.update(&1u32, clock.now(), || Nanos::ZERO, |s| { *s = until; 1 }), Ok(1));
-        assert_eq!(store.update(&1u32, clock.now(), || Nanos::ZERO, |s| *s), Ok(until));
+        assert_eq!(
+            store.update(
+                &1u32,
+                clock.now(),
+                || Nanos::ZERO,
+                |s| {
+                    *s = until;
+                    1
+                }
+            ),
+            Ok(1)
+        );
+        assert_eq!(
+            store.update(&1u32, clock.now(), || Nanos::ZERO, |s| *s),
+            Ok(until)
+        );
         assert_eq!(store.len(), 1);
         assert_eq!(store.get(&1u32, |s| s.copied()), Some(until));
         assert_eq!(store.remove(&1u32), Some(until));
@@ -429,7 +440,10 @@ mod tests {
         for key in 0..64u32 {
             assert!(store.update(&key, clock.now(), || until, |_| ()).is_ok());
         }
-        assert_eq!(store.update(&1000u32, clock.now(), || until, |_| ()), Err(StoreFull));
+        assert_eq!(
+            store.update(&1000u32, clock.now(), || until, |_| ()),
+            Err(StoreFull)
+        );
         assert_eq!(store.len(), 64);
         // Existing keys still work when full.
         assert!(store.update(&5u32, clock.now(), || until, |_| ()).is_ok());
@@ -444,8 +458,16 @@ mod tests {
             assert!(store.update(&key, clock.now(), || soon, |_| ()).is_ok());
         }
         clock.advance(Duration::from_secs(2));
-        assert!(store.update(&1000u32, clock.now(), || Nanos::ZERO, |_| ()).is_ok());
-        assert_eq!(store.len(), 1, "the 64 idle keys were swept on the request path");
+        assert!(
+            store
+                .update(&1000u32, clock.now(), || Nanos::ZERO, |_| ())
+                .is_ok()
+        );
+        assert_eq!(
+            store.len(),
+            1,
+            "the 64 idle keys were swept on the request path"
+        );
     }
 
     #[test]
@@ -458,7 +480,11 @@ mod tests {
         }
         clock.advance(Duration::from_secs(11));
         // Touching any key of the shard after the interval sweeps it.
-        assert!(store.update(&3u32, clock.now(), || Nanos::ZERO, |_| ()).is_ok());
+        assert!(
+            store
+                .update(&3u32, clock.now(), || Nanos::ZERO, |_| ())
+                .is_ok()
+        );
         assert_eq!(store.len(), 1);
     }
 
@@ -474,14 +500,23 @@ mod tests {
         assert!(full >= 100_000 * 16, "{full}");
         clock.advance(Duration::from_secs(2));
         assert_eq!(store.evict_idle(clock.now()), 100_000);
-        assert!(store.allocated_bytes() < full / 100, "{}", store.allocated_bytes());
+        assert!(
+            store.allocated_bytes() < full / 100,
+            "{}",
+            store.allocated_bytes()
+        );
     }
 
     #[test]
     fn bad_configuration_is_refused() {
         assert!(KeyedStore::<Nanos>::builder().shards(3).build().is_err());
         assert!(KeyedStore::<Nanos>::builder().capacity(0).build().is_err());
-        assert!(KeyedStore::<Nanos>::builder().sweep_interval(Duration::ZERO).build().is_err());
+        assert!(
+            KeyedStore::<Nanos>::builder()
+                .sweep_interval(Duration::ZERO)
+                .build()
+                .is_err()
+        );
     }
 
     #[test]
@@ -494,7 +529,10 @@ mod tests {
             }
         }
         let store: std::sync::Arc<KeyedStore<Count>> = std::sync::Arc::new(
-            KeyedStore::builder().capacity(1_000).build().unwrap_or_else(|e| panic!("{e}")),
+            KeyedStore::builder()
+                .capacity(1_000)
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
         );
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -509,7 +547,9 @@ mod tests {
         for thread in threads {
             let _ = thread.join();
         }
-        let total: u64 = (0..100u64).map(|k| store.get(&k, |c| c.map_or(0, |c| c.0))).sum();
+        let total: u64 = (0..100u64)
+            .map(|k| store.get(&k, |c| c.map_or(0, |c| c.0)))
+            .sum();
         assert_eq!(total, 40_000);
     }
 }

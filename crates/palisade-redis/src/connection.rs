@@ -133,7 +133,9 @@ impl RedisConnection {
         if pong == "PONG" {
             Ok(())
         } else {
-            Err(RedisError::Config(format!("unexpected PING answer {pong:?}")))
+            Err(RedisError::Config(format!(
+                "unexpected PING answer {pong:?}"
+            )))
         }
     }
 
@@ -202,9 +204,8 @@ fn describe(config: &RedisConfig) -> std::sync::Arc<str> {
 }
 
 fn standalone_client(config: &RedisConfig) -> Result<redis::Client, RedisError> {
-    redis::Client::open(config.urls[0].as_str()).map_err(|e| {
-        RedisError::Config(format!("bad URL {}: {e}", redact_url(&config.urls[0])))
-    })
+    redis::Client::open(config.urls[0].as_str())
+        .map_err(|e| RedisError::Config(format!("bad URL {}: {e}", redact_url(&config.urls[0]))))
 }
 
 fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {

@@ -166,11 +166,15 @@ mod tests {
         struct Config {
             on_failure: FailurePolicy,
         }
-        let open: Config = toml::from_str(r#"on_failure = "fail_open""#).unwrap_or_else(|e| panic!("{e}"));
+        let open: Config =
+            toml::from_str(r#"on_failure = "fail_open""#).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(open.on_failure, FailurePolicy::FailOpen);
         let local: Config = toml::from_str("on_failure = { local_fallback = { instances = 3 } }")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(local.on_failure.local_share(90), Some(30));
-        assert!(toml::from_str::<Config>("on_failure = { local_fallback = { instances = 0 } }").is_err());
+        assert!(
+            toml::from_str::<Config>("on_failure = { local_fallback = { instances = 0 } }")
+                .is_err()
+        );
     }
 }

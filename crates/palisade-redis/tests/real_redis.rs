@@ -31,8 +31,14 @@ async fn commands_and_scripts_run_against_a_real_server() {
     let names = KeyNamer::new("test").expect("prefix");
     let (a, b) = (names.key("a", "client-1"), names.key("b", "client-1"));
     let script = RedisScript::new(INCR_BOTH);
-    let first: (i64, i64) = script.invoke(&connection, &[&a, &b], &[5]).await.expect("eval");
-    let second: (i64, i64) = script.invoke(&connection, &[&a, &b], &[5]).await.expect("eval");
+    let first: (i64, i64) = script
+        .invoke(&connection, &[&a, &b], &[5])
+        .await
+        .expect("eval");
+    let second: (i64, i64) = script
+        .invoke(&connection, &[&a, &b], &[5])
+        .await
+        .expect("eval");
     assert_eq!(first, (1, 5));
     assert_eq!(second, (2, 10));
     let stored: i64 = connection
@@ -56,7 +62,10 @@ async fn a_flushed_script_is_loaded_again_on_noscript() {
         .command(&["SCRIPT", "EXISTS", script.hash()])
         .expect("exists");
     assert_eq!(exists, "*1", "an array of one");
-    let after: i64 = script.invoke(&connection, &[], &[4]).await.expect("eval after flush");
+    let after: i64 = script
+        .invoke(&connection, &[], &[4])
+        .await
+        .expect("eval after flush");
     assert_eq!(after, 8);
 }
 
@@ -67,13 +76,23 @@ async fn a_paused_server_makes_calls_time_out_instead_of_hanging() {
     let connection = RedisConnection::connect(&config).await.expect("connect");
     connection.ping().await.expect("ping");
 
-    assert_eq!(server.command(&["CLIENT", "PAUSE", "3000", "ALL"]).expect("pause"), "+OK");
+    assert_eq!(
+        server
+            .command(&["CLIENT", "PAUSE", "3000", "ALL"])
+            .expect("pause"),
+        "+OK"
+    );
     let result = must_finish("a call to a paused server", connection.ping()).await;
     assert!(
         matches!(result, Err(RedisError::Timeout(t)) if t == Duration::from_millis(50)),
         "{result:?}"
     );
-    assert!(result.as_ref().err().is_some_and(RedisError::is_unavailable));
+    assert!(
+        result
+            .as_ref()
+            .err()
+            .is_some_and(RedisError::is_unavailable)
+    );
 }
 
 #[tokio::test]
@@ -85,19 +104,32 @@ async fn a_server_killed_mid_call_fails_the_call_and_a_restarted_one_is_reconnec
     connection.ping().await.expect("ping");
 
     // Park a call on the server, then kill the server under it.
-    assert_eq!(server.command(&["CLIENT", "PAUSE", "10000", "ALL"]).expect("pause"), "+OK");
+    assert_eq!(
+        server
+            .command(&["CLIENT", "PAUSE", "10000", "ALL"])
+            .expect("pause"),
+        "+OK"
+    );
     let pending = tokio::spawn({
         let connection = connection.clone();
         async move { connection.ping().await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.kill();
-    let result = must_finish("a call whose server died", pending).await.expect("task");
-    assert!(matches!(result, Err(RedisError::Connection(_))), "{result:?}");
+    let result = must_finish("a call whose server died", pending)
+        .await
+        .expect("task");
+    assert!(
+        matches!(result, Err(RedisError::Connection(_))),
+        "{result:?}"
+    );
 
     // While it is down, calls fail without hanging.
     let down = must_finish("a call to a dead server", connection.ping()).await;
-    assert!(down.as_ref().err().is_some_and(RedisError::is_unavailable), "{down:?}");
+    assert!(
+        down.as_ref().err().is_some_and(RedisError::is_unavailable),
+        "{down:?}"
+    );
 
     // Restarted on the same port: the same connection object recovers.
     server.restart().expect("restart");
@@ -124,7 +156,10 @@ async fn a_lazy_connection_builds_while_redis_is_down_and_works_once_it_is_up() 
     let connection = RedisConnection::connect_lazy(&RedisConfig::standalone(server.url()))
         .expect("builds without a server");
     let down = must_finish("a call before the server exists", connection.ping()).await;
-    assert!(down.as_ref().err().is_some_and(RedisError::is_unavailable), "{down:?}");
+    assert!(
+        down.as_ref().err().is_some_and(RedisError::is_unavailable),
+        "{down:?}"
+    );
     server.restart().expect("start");
     must_finish("first connection", async {
         while connection.ping().await.is_err() {
@@ -143,7 +178,13 @@ async fn an_eager_connection_to_a_dead_server_fails_fast() {
         RedisConnection::connect(&RedisConfig::standalone(server.url())),
     )
     .await;
-    assert!(result.as_ref().err().is_some_and(RedisError::is_unavailable), "{result:?}");
+    assert!(
+        result
+            .as_ref()
+            .err()
+            .is_some_and(RedisError::is_unavailable),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -152,14 +193,23 @@ async fn bad_configuration_is_refused_before_connecting() {
         urls: vec![],
         ..RedisConfig::default()
     };
-    assert!(matches!(RedisConnection::connect(&no_url).await, Err(RedisError::Config(_))));
+    assert!(matches!(
+        RedisConnection::connect(&no_url).await,
+        Err(RedisError::Config(_))
+    ));
     let bad_prefix = RedisConfig::standalone("redis://127.0.0.1:1").key_prefix("a{b}");
-    assert!(matches!(RedisConnection::connect(&bad_prefix).await, Err(RedisError::Config(_))));
+    assert!(matches!(
+        RedisConnection::connect(&bad_prefix).await,
+        Err(RedisError::Config(_))
+    ));
     let two = RedisConfig {
         urls: vec!["redis://a".into(), "redis://b".into()],
         ..RedisConfig::default()
     };
-    assert!(matches!(RedisConnection::connect(&two).await, Err(RedisError::Config(_))));
+    assert!(matches!(
+        RedisConnection::connect(&two).await,
+        Err(RedisError::Config(_))
+    ));
 }
 
 #[tokio::test]
@@ -178,9 +228,10 @@ async fn a_cluster_runs_scripts_on_hash_tagged_keys_spread_over_its_nodes() {
     for client in 0..60 {
         let client = format!("ip:198.51.100.{client}");
         let (a, b) = (names.key("a", &client), names.key("b", &client));
-        let result: (i64, i64) = must_finish("cluster eval", script.invoke(&connection, &[&a, &b], &[3]))
-            .await
-            .expect("two keys of one client share a slot");
+        let result: (i64, i64) =
+            must_finish("cluster eval", script.invoke(&connection, &[&a, &b], &[3]))
+                .await
+                .expect("two keys of one client share a slot");
         assert_eq!(result, (1, 3));
     }
     // The clients' keys are spread over every node.
@@ -193,7 +244,13 @@ async fn a_cluster_runs_scripts_on_hash_tagged_keys_spread_over_its_nodes() {
     for node in cluster.nodes() {
         assert_eq!(node.command(&["SCRIPT", "FLUSH"]).expect("flush"), "+OK");
     }
-    let (a, b) = (names.key("a", "ip:198.51.100.0"), names.key("b", "ip:198.51.100.0"));
-    let again: (i64, i64) = script.invoke(&connection, &[&a, &b], &[3]).await.expect("eval");
+    let (a, b) = (
+        names.key("a", "ip:198.51.100.0"),
+        names.key("b", "ip:198.51.100.0"),
+    );
+    let again: (i64, i64) = script
+        .invoke(&connection, &[&a, &b], &[3])
+        .await
+        .expect("eval");
     assert_eq!(again, (2, 6));
 }

@@ -28,7 +28,10 @@ pub fn parse_node(node: &str) -> Result<IpAddr, Malformed> {
         if !(after.is_empty() || is_port(after.strip_prefix(':').ok_or(Malformed)?)) {
             return Err(Malformed);
         }
-        return inside.parse::<Ipv6Addr>().map(IpAddr::V6).map_err(|_| Malformed);
+        return inside
+            .parse::<Ipv6Addr>()
+            .map(IpAddr::V6)
+            .map_err(|_| Malformed);
     }
     if let Ok(ip) = node.parse::<IpAddr>() {
         return Ok(ip);
@@ -88,9 +91,12 @@ pub fn forwarded_rev<'a>(
         } else {
             Some(ElementsRev::new(text))
         };
-        bad_line
-            .into_iter()
-            .chain(elements.into_iter().flatten().map(|element| element.and_then(for_node)))
+        bad_line.into_iter().chain(
+            elements
+                .into_iter()
+                .flatten()
+                .map(|element| element.and_then(for_node)),
+        )
     })
 }
 
@@ -172,13 +178,17 @@ mod tests {
     use http::HeaderMap;
 
     fn v(s: &str) -> IpAddr {
-        s.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        s.parse()
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
     }
 
     fn xff(lines: &[&str]) -> Vec<Result<IpAddr, Malformed>> {
         let mut headers = HeaderMap::new();
         for line in lines {
-            headers.append("x-forwarded-for", HeaderValue::from_str(line).unwrap_or(HeaderValue::from_static("")));
+            headers.append(
+                "x-forwarded-for",
+                HeaderValue::from_str(line).unwrap_or(HeaderValue::from_static("")),
+            );
         }
         x_forwarded_for_rev(headers.get_all("x-forwarded-for")).collect()
     }
@@ -186,7 +196,10 @@ mod tests {
     fn fwd(lines: &[&str]) -> Vec<Result<IpAddr, Malformed>> {
         let mut headers = HeaderMap::new();
         for line in lines {
-            headers.append("forwarded", HeaderValue::from_str(line).unwrap_or(HeaderValue::from_static("")));
+            headers.append(
+                "forwarded",
+                HeaderValue::from_str(line).unwrap_or(HeaderValue::from_static("")),
+            );
         }
         forwarded_rev(headers.get_all("forwarded")).collect()
     }
@@ -203,9 +216,22 @@ mod tests {
     #[test]
     fn garbage_nodes_are_malformed() {
         for node in [
-            "", "unknown", "_hidden", "fe80::1%eth0", "[fe80::1%25eth0]", "1.2.3.4:", "1.2.3.4:99999999",
-            "[2001:db8::1", "[2001:db8::1]x", "2001:db8::1:80:", "1.2.3", "1.2.3.4.5", "::ffff:1.2.3.4:80",
-            "[1.2.3.4]", "hostname", "01.2.3.4",
+            "",
+            "unknown",
+            "_hidden",
+            "fe80::1%eth0",
+            "[fe80::1%25eth0]",
+            "1.2.3.4:",
+            "1.2.3.4:99999999",
+            "[2001:db8::1",
+            "[2001:db8::1]x",
+            "2001:db8::1:80:",
+            "1.2.3",
+            "1.2.3.4.5",
+            "::ffff:1.2.3.4:80",
+            "[1.2.3.4]",
+            "hostname",
+            "01.2.3.4",
         ] {
             assert_eq!(parse_node(node), Err(Malformed), "{node:?}");
         }
@@ -228,7 +254,10 @@ mod tests {
             vec![Ok(v("2001:db8:cafe::17")), Ok(v("192.0.2.60"))]
         );
         assert_eq!(fwd(&["for=_hidden"]), vec![Err(Malformed)]);
-        assert_eq!(fwd(&["for=unknown, for=1.2.3.4"]), vec![Ok(v("1.2.3.4")), Err(Malformed)]);
+        assert_eq!(
+            fwd(&["for=unknown, for=1.2.3.4"]),
+            vec![Ok(v("1.2.3.4")), Err(Malformed)]
+        );
         assert_eq!(fwd(&["proto=https"]), vec![Err(Malformed)]);
         assert_eq!(fwd(&[r#"for="1.2.3.4"#]), vec![Err(Malformed)]);
         assert_eq!(fwd(&[r#"for="a\"b""#]), vec![Err(Malformed)]);
@@ -246,7 +275,10 @@ mod tests {
     #[test]
     fn non_ascii_lines_are_malformed() {
         let mut headers = HeaderMap::new();
-        headers.append("x-forwarded-for", HeaderValue::from_bytes(b"1.2.3.4, \xff").unwrap_or(HeaderValue::from_static("")));
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"1.2.3.4, \xff").unwrap_or(HeaderValue::from_static("")),
+        );
         let hops: Vec<_> = x_forwarded_for_rev(headers.get_all("x-forwarded-for")).collect();
         assert_eq!(hops, vec![Err(Malformed)]);
     }

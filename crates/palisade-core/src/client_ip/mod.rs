@@ -215,10 +215,16 @@ impl ClientIpConfig {
             trusted.push(parse_cidr(text)?);
         }
         if self.ipv4_prefix == 0 || self.ipv4_prefix > 32 {
-            return Err(ConfigError::invalid("ipv4_prefix", "must be between 1 and 32"));
+            return Err(ConfigError::invalid(
+                "ipv4_prefix",
+                "must be between 1 and 32",
+            ));
         }
         if self.ipv6_prefix == 0 || self.ipv6_prefix > 128 {
-            return Err(ConfigError::invalid("ipv6_prefix", "must be between 1 and 128"));
+            return Err(ConfigError::invalid(
+                "ipv6_prefix",
+                "must be between 1 and 128",
+            ));
         }
         if self.max_hops == 0 {
             return Err(ConfigError::invalid("max_hops", "must be at least 1"));
@@ -238,10 +244,13 @@ impl ClientIpConfig {
 fn parse_cidr(text: &str) -> Result<IpNet, ConfigError> {
     let text = text.trim();
     if let Ok(net) = text.parse::<IpNet>() {
-        return Ok(IpNet::new(canonical(net.addr()), match (net.addr(), canonical(net.addr())) {
-            (IpAddr::V6(_), IpAddr::V4(_)) => net.prefix_len().saturating_sub(96),
-            _ => net.prefix_len(),
-        })
+        return Ok(IpNet::new(
+            canonical(net.addr()),
+            match (net.addr(), canonical(net.addr())) {
+                (IpAddr::V6(_), IpAddr::V4(_)) => net.prefix_len().saturating_sub(96),
+                _ => net.prefix_len(),
+            },
+        )
         .map_err(|_| ConfigError::invalid("trusted_proxies", format!("{text:?} is not a CIDR")))?
         .trunc());
     }
@@ -376,7 +385,11 @@ impl ClientIpResolver {
     /// The client address of a request, from its headers and the peer
     /// address in its extensions; `None` when the server gave no peer
     /// address (see [`peer_addr`]).
-    pub fn resolve_request(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<ClientIp> {
+    pub fn resolve_request(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Option<ClientIp> {
         peer_addr(extensions).map(|peer| self.resolve(headers, peer))
     }
 
@@ -442,12 +455,16 @@ fn mask(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => {
             let bits = u32::from(v4);
-            let mask = u32::MAX.checked_shl(32 - u32::from(v4_prefix.min(32))).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(v4_prefix.min(32)))
+                .unwrap_or(0);
             IpAddr::V4(Ipv4Addr::from(bits & mask))
         }
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
-            let mask = u128::MAX.checked_shl(128 - u32::from(v6_prefix.min(128))).unwrap_or(0);
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(v6_prefix.min(128)))
+                .unwrap_or(0);
             IpAddr::V6(Ipv6Addr::from(bits & mask))
         }
     }

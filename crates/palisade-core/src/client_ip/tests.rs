@@ -39,7 +39,10 @@ fn without_trusted_proxies_forwarding_headers_are_ignored() {
 #[test]
 fn an_untrusted_peer_is_the_client_whatever_it_claims() {
     let resolver = resolver(&["10.0.0.0/8"], ForwardedHeader::XForwardedFor);
-    let client = resolver.resolve(&headers(&[("x-forwarded-for", "1.1.1.1")]), ip("203.0.113.9"));
+    let client = resolver.resolve(
+        &headers(&[("x-forwarded-for", "1.1.1.1")]),
+        ip("203.0.113.9"),
+    );
     assert_eq!(client.ip(), ip("203.0.113.9"));
 }
 
@@ -51,7 +54,10 @@ fn x_forwarded_for_skips_trusted_hops_from_the_right() {
         ip("10.0.0.7"),
     );
     assert_eq!(client.ip(), ip("1.2.3.4"));
-    assert_eq!(client.source(), ClientIpSource::Header(ForwardedHeader::XForwardedFor));
+    assert_eq!(
+        client.source(),
+        ClientIpSource::Header(ForwardedHeader::XForwardedFor)
+    );
 }
 
 #[test]
@@ -95,12 +101,25 @@ fn malformed_or_obfuscated_hops_fall_back_to_the_peer() {
     let xff = resolver(&["10.0.0.0/8"], ForwardedHeader::XForwardedFor);
     let fwd = resolver(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
     let peer = ip("10.9.9.9");
-    for value in ["garbage", "1.2.3.4, ", "unknown", "fe80::1%eth0", "[::1", "1.2.3.4,,10.0.0.1"] {
+    for value in [
+        "garbage",
+        "1.2.3.4, ",
+        "unknown",
+        "fe80::1%eth0",
+        "[::1",
+        "1.2.3.4,,10.0.0.1",
+    ] {
         let client = xff.resolve(&headers(&[("x-forwarded-for", value)]), peer);
         assert_eq!(client.ip(), peer, "{value:?}");
         assert_eq!(client.source(), ClientIpSource::Peer);
     }
-    for value in ["for=_hidden", "for=unknown", "by=1.2.3.4", "for=\"1.2.3.4", "for=1.2.3.4;;"] {
+    for value in [
+        "for=_hidden",
+        "for=unknown",
+        "by=1.2.3.4",
+        "for=\"1.2.3.4",
+        "for=1.2.3.4;;",
+    ] {
         let client = fwd.resolve(&headers(&[("forwarded", value)]), peer);
         assert_eq!(client.ip(), peer, "{value:?}");
     }
@@ -111,9 +130,16 @@ fn ten_thousand_hops_are_not_walked() {
     let resolver = resolver(&["10.0.0.0/8"], ForwardedHeader::XForwardedFor);
     let long = vec!["10.0.0.1"; 10_000].join(", ");
     let client = resolver.resolve(&headers(&[("x-forwarded-for", &long)]), ip("10.0.0.2"));
-    assert_eq!(client.ip(), ip("10.0.0.2"), "more hops than max_hops: use the peer");
+    assert_eq!(
+        client.ip(),
+        ip("10.0.0.2"),
+        "more hops than max_hops: use the peer"
+    );
     let long_untrusted = format!("{}, 1.2.3.4", vec!["6.6.6.6"; 10_000].join(","));
-    let client = resolver.resolve(&headers(&[("x-forwarded-for", &long_untrusted)]), ip("10.0.0.2"));
+    let client = resolver.resolve(
+        &headers(&[("x-forwarded-for", &long_untrusted)]),
+        ip("10.0.0.2"),
+    );
     assert_eq!(client.ip(), ip("1.2.3.4"));
 }
 
@@ -130,7 +156,10 @@ fn non_utf8_header_falls_back_to_the_peer() {
 #[test]
 fn all_hops_trusted_gives_the_farthest() {
     let resolver = resolver(&["10.0.0.0/8"], ForwardedHeader::XForwardedFor);
-    let client = resolver.resolve(&headers(&[("x-forwarded-for", "10.1.1.1, 10.0.0.5")]), ip("10.0.0.2"));
+    let client = resolver.resolve(
+        &headers(&[("x-forwarded-for", "10.1.1.1, 10.0.0.5")]),
+        ip("10.0.0.2"),
+    );
     assert_eq!(client.ip(), ip("10.1.1.1"));
 }
 
@@ -147,7 +176,10 @@ fn ipv4_mapped_addresses_are_their_ipv4_client() {
 
 #[test]
 fn ipv6_key_prefix_is_configurable() {
-    let resolver = ClientIpResolver::builder().ipv6_prefix(48).build().unwrap_or_default();
+    let resolver = ClientIpResolver::builder()
+        .ipv6_prefix(48)
+        .build()
+        .unwrap_or_default();
     let client = resolver.resolve(&HeaderMap::new(), ip("2001:db8:abcd:1234::1"));
     assert_eq!(client.key(), ip("2001:db8:abcd::"));
     assert_eq!(client.ip(), ip("2001:db8:abcd:1234::1"));
@@ -155,12 +187,33 @@ fn ipv6_key_prefix_is_configurable() {
 
 #[test]
 fn bad_configuration_is_refused_at_build_time() {
-    assert!(ClientIpResolver::builder().trust_proxy("10.0.0.0/33").build().is_err());
-    assert!(ClientIpResolver::builder().trust_proxy("not-an-ip").build().is_err());
+    assert!(
+        ClientIpResolver::builder()
+            .trust_proxy("10.0.0.0/33")
+            .build()
+            .is_err()
+    );
+    assert!(
+        ClientIpResolver::builder()
+            .trust_proxy("not-an-ip")
+            .build()
+            .is_err()
+    );
     assert!(ClientIpResolver::builder().ipv6_prefix(0).build().is_err());
-    assert!(ClientIpResolver::builder().ipv6_prefix(129).build().is_err());
+    assert!(
+        ClientIpResolver::builder()
+            .ipv6_prefix(129)
+            .build()
+            .is_err()
+    );
     assert!(ClientIpResolver::builder().max_hops(0).build().is_err());
-    assert!(ClientIpResolver::builder().trust_proxy("10.1.2.3").trust_proxy("::1").build().is_ok());
+    assert!(
+        ClientIpResolver::builder()
+            .trust_proxy("10.1.2.3")
+            .trust_proxy("::1")
+            .build()
+            .is_ok()
+    );
 }
 
 #[test]

@@ -1,0 +1,37 @@
+//! Replays the fuzz corpora (`fuzz/corpus/<target>/`) and any saved crash
+//! inputs (`fuzz/regressions/<target>/`) through the same harnesses the fuzz
+//! targets run, so every input a fuzzer ever kept is checked by the
+//! ordinary test command, without a fuzzer.
+
+use std::path::{Path, PathBuf};
+
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let mut files = Vec::new();
+    for dir in ["corpus", "regressions"] {
+        if let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) {
+            files.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file()),
+            );
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn forwarding_headers_corpus_replays_cleanly() {
+    let files = inputs("forwarding_headers");
+    assert!(
+        files.len() >= 10,
+        "the corpus is missing: {} inputs",
+        files.len()
+    );
+    for file in files {
+        let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        palisade_core::fuzzing::forwarding_headers(&data);
+    }
+}
