@@ -1,6 +1,9 @@
 //! Audit events: emitted on refusal under `palisade::audit`, with client
 //! address, principal and route, and never a secret from the request.
 
+// A failed expectation in a test is a failing test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;

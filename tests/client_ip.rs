@@ -1,6 +1,8 @@
 //! The client address over real connections: forwarding headers are believed
 //! only from trusted proxies, and walked from the right.
 
+// A failed expectation in a test is a failing test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 #![cfg(feature = "axum")]
 
 mod common;

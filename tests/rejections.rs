@@ -1,6 +1,9 @@
 //! Every rejection kind, rendered as HTTP problem+json and as a gRPC status
 //! read by a real tonic client, per the table of the design.
 
+// A failed expectation in a test is a failing test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::convert::Infallible;

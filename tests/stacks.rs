@@ -3,6 +3,9 @@
 //! plain hyper server over a `tower::service_fn` with `Full<Bytes>` bodies,
 //! and `tower::ServiceBuilder`, without forcing a body type on anyone.
 
+// A failed expectation in a test is a failing test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::convert::Infallible;

@@ -1,5 +1,5 @@
 //! Servers on loopback and a small HTTP/1 client, shared by the integration tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::expect_used)]
 
 use std::net::SocketAddr;
 

@@ -195,12 +195,22 @@ impl fmt::Display for RejectionKind {
 }
 
 /// A refused request: what the client is told, and nothing more.
+///
+/// Small (under 100 bytes) so that `Result<_, Rejection>` stays cheap; the
+/// rarely used parts (extra headers, problem extension members, a replaced
+/// problem type) live behind one box, allocated only when set.
 #[derive(Clone, Debug)]
 pub struct Rejection {
     kind: RejectionKind,
-    problem_type: Option<Cow<'static, str>>,
-    detail: Option<Cow<'static, str>>,
     retry_after: Option<Duration>,
+    detail: Option<Cow<'static, str>>,
+    www_authenticate: Option<HeaderValue>,
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Extra {
+    problem_type: Option<Cow<'static, str>>,
     headers: HeaderMap,
     extensions: Vec<(Cow<'static, str>, serde_json::Value)>,
 }
@@ -210,12 +220,15 @@ impl Rejection {
     pub fn new(kind: RejectionKind) -> Self {
         Self {
             kind,
-            problem_type: None,
-            detail: None,
             retry_after: None,
-            headers: HeaderMap::new(),
-            extensions: Vec::new(),
+            detail: None,
+            www_authenticate: None,
+            extra: None,
         }
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
     }
 
     /// 400: the request is malformed.
@@ -289,7 +302,7 @@ impl Rejection {
     /// Replaces the problem type's name (by default the kind's own, such as
     /// `quota-exceeded`).
     pub fn with_problem_type(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.problem_type = Some(name.into());
+        self.extra_mut().problem_type = Some(name.into());
         self
     }
 
@@ -303,13 +316,17 @@ impl Rejection {
     /// Adds a response header (`RateLimit`, `RateLimit-Policy`, ...). A header
     /// of the same name set earlier is replaced.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        if name == WWW_AUTHENTICATE {
+            self.www_authenticate = Some(value);
+        } else {
+            self.extra_mut().headers.insert(name, value);
+        }
         self
     }
 
     /// Appends a response header, keeping any earlier value of the same name.
     pub fn append_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+        self.extra_mut().headers.append(name, value);
         self
     }
 
@@ -327,7 +344,7 @@ impl Rejection {
         name: impl Into<Cow<'static, str>>,
         value: serde_json::Value,
     ) -> Self {
-        self.extensions.push((name.into(), value));
+        self.extra_mut().extensions.push((name.into(), value));
         self
     }
 
@@ -345,8 +362,9 @@ impl Rejection {
 
     /// The problem type's name.
     pub fn problem_type(&self) -> &str {
-        self.problem_type
-            .as_deref()
+        self.extra
+            .as_ref()
+            .and_then(|extra| extra.problem_type.as_deref())
             .unwrap_or(self.kind.problem_type())
     }
 
@@ -365,26 +383,40 @@ impl Rejection {
         self.retry_after.map(retry_after_secs)
     }
 
-    /// The extra response headers.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+    /// A response header the rejection sets (`WWW-Authenticate`,
+    /// `RateLimit`, ...).
+    pub fn header(&self, name: &str) -> Option<&HeaderValue> {
+        if name.eq_ignore_ascii_case(WWW_AUTHENTICATE.as_str()) {
+            return self.www_authenticate.as_ref();
+        }
+        self.extra.as_ref()?.headers.get(name)
     }
 
     /// The problem+json extension members.
     pub fn extensions(&self) -> &[(Cow<'static, str>, serde_json::Value)] {
-        &self.extensions
+        self.extra
+            .as_ref()
+            .map_or(&[], |extra| extra.extensions.as_slice())
     }
 
     /// Takes the headers and extension members out, for a renderer that
     /// owns the rejection.
     pub fn into_parts(self) -> RejectionParts {
+        let Extra {
+            problem_type,
+            mut headers,
+            extensions,
+        } = self.extra.map(|extra| *extra).unwrap_or_default();
+        if let Some(challenge) = self.www_authenticate {
+            headers.insert(WWW_AUTHENTICATE, challenge);
+        }
         RejectionParts {
             kind: self.kind,
-            problem_type: self.problem_type,
+            problem_type,
             detail: self.detail,
             retry_after: self.retry_after,
-            headers: self.headers,
-            extensions: self.extensions,
+            headers,
+            extensions,
         }
     }
 }
@@ -593,12 +625,20 @@ mod tests {
     #[test]
     fn default_challenges_follow_rfc_6750() {
         assert_eq!(
-            Rejection::unauthenticated().headers()[WWW_AUTHENTICATE],
-            "Bearer"
+            Rejection::unauthenticated().header("WWW-Authenticate"),
+            Some(&HeaderValue::from_static("Bearer"))
         );
         assert_eq!(
-            Rejection::forbidden().headers()[WWW_AUTHENTICATE],
-            r#"Bearer error="insufficient_scope""#
+            Rejection::forbidden().header("www-authenticate"),
+            Some(&HeaderValue::from_static(
+                r#"Bearer error="insufficient_scope""#
+            ))
         );
+    }
+
+    #[test]
+    fn a_rejection_stays_small() {
+        let size = std::mem::size_of::<Rejection>();
+        assert!(size <= 104, "{size} bytes");
     }
 }

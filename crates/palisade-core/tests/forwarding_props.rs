@@ -1,6 +1,9 @@
 //! Property tests of the client address: whatever the forwarding header
 //! says, the answer is the first untrusted hop from the right, or the peer.
 
+// A failed expectation in a test is a failing test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::{HeaderMap, HeaderValue};

@@ -3,6 +3,9 @@
 //! targets run, so every input a fuzzer ever kept is checked by the
 //! ordinary test command, without a fuzzer.
 
+// A failed expectation in a test is a failing test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 fn inputs(target: &str) -> Vec<PathBuf> {

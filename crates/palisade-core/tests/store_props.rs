@@ -1,6 +1,9 @@
 //! Property tests of the keyed store against a model: the cap always holds,
 //! a live key is never lost, an idle key is never reported as live.
 
+// A failed expectation in a test is a failing test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 

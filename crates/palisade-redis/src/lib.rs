@@ -25,8 +25,8 @@
 //! let connection = RedisConnection::connect(&config).await?;
 //! let names = KeyNamer::new("palisade")?;
 //! let key = names.key("rl", "ip:192.0.2.1"); // "palisade:rl:{ip:192.0.2.1}"
-//! let incr = RedisScript::new("return redis.call('INCR', KEYS[1])");
-//! let count: i64 = incr.invoke(&connection, &[key.as_str()], &[]).await?;
+//! let incr = RedisScript::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+//! let count: i64 = incr.invoke(&connection, &[key.as_str()], &[1]).await?;
 //! # let _ = count;
 //! # Ok(()) }
 //! ```

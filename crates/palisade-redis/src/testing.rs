@@ -100,16 +100,14 @@ impl RedisServer {
     fn wait_ready(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(reply) = command(self.port, &["PING"]) {
-                if reply == "+PONG" {
-                    return Ok(());
-                }
+            if command(self.port, &["PING"]).is_ok_and(|reply| reply == "+PONG") {
+                return Ok(());
             }
-            if let Some(child) = &mut self.child {
-                if let Some(status) = child.try_wait()? {
-                    self.child = None;
-                    return Err(io::Error::other(format!("redis-server exited: {status}")));
-                }
+            if let Some(child) = &mut self.child
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                return Err(io::Error::other(format!("redis-server exited: {status}")));
             }
             if Instant::now() > deadline {
                 self.kill();

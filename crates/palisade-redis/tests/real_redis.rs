@@ -2,6 +2,9 @@
 //! on free loopback ports: commands, scripts and NOSCRIPT reloads, timeouts,
 //! a server killed mid-call and restarted, and a 3-node cluster.
 
+// A failed expectation in a test is a failing test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use palisade_redis::testing::{RedisCluster, RedisServer};
