@@ -181,7 +181,7 @@ fn admin_networks(networks: Arc<[IpNet]>) -> GuardLayer {
     })
 }
 
-fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>> {
+pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>> {
     let resolver = ClientIpResolver::builder()
         .trust_proxies(config.trusted_proxies.iter().cloned())
         .build()?;
@@ -234,11 +234,11 @@ fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>> {
         ))
 }
 
-struct Config {
-    port: u16,
-    trusted_proxies: Vec<String>,
-    admin_networks: Arc<[IpNet]>,
-    cors_origins: Vec<String>,
+pub(crate) struct Config {
+    pub(crate) port: u16,
+    pub(crate) trusted_proxies: Vec<String>,
+    pub(crate) admin_networks: Arc<[IpNet]>,
+    pub(crate) cors_origins: Vec<String>,
 }
 
 fn list(name: &str, default: &str) -> Vec<String> {
@@ -252,7 +252,7 @@ fn list(name: &str, default: &str) -> Vec<String> {
 }
 
 impl Config {
-    fn from_env() -> Result<Self, Box<dyn std::error::Error>> {
+    pub(crate) fn from_env() -> Result<Self, Box<dyn std::error::Error>> {
         let port = match std::env::var("PORT") {
             Ok(port) => port
                 .parse()

@@ -4,6 +4,7 @@
 //!
 //! - [`core`]: `palisade-core`, always present.
 //! - `redis`: `palisade-redis`, with the `redis` feature.
+//! - [`architecture`] and [`benchmarks`]: the project's documents.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -11,3 +12,9 @@ pub use palisade_core as core;
 
 #[cfg(feature = "redis")]
 pub use palisade_redis as redis;
+
+#[doc = include_str!("../docs/architecture.md")]
+pub mod architecture {}
+
+#[doc = include_str!("../docs/benchmarks.md")]
+pub mod benchmarks {}
