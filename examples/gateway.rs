@@ -55,7 +55,8 @@ struct Scan {
     id: u64,
     target: String,
     status: &'static str,
-    requested_by: IpAddr,
+    /// Absent when the server passes no peer address.
+    requested_by: Option<IpAddr>,
 }
 
 #[derive(Deserialize)]
@@ -94,7 +95,7 @@ async fn list_scans(State(scans): State<Scans>) -> Json<Vec<Scan>> {
 
 async fn create_scan(
     State(scans): State<Scans>,
-    Extension(client): Extension<ClientIp>,
+    client: Option<Extension<ClientIp>>,
     body: Result<Json<NewScan>, JsonRejection>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<Scan>), Rejection> {
     let Json(new) = body.map_err(json_rejection)?;
@@ -105,8 +106,7 @@ async fn create_scan(
     }
     let mut by_id = scans.write();
     if by_id.len() >= MAX_SCANS {
-        return Err(Rejection::overloaded()
-            .with_retry_after(Duration::from_secs(60))
+        return Err(Rejection::overloaded(Duration::from_secs(60))
             .with_detail("The demo holds a bounded number of scans; delete some first."));
     }
     let id = scans.next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -114,7 +114,7 @@ async fn create_scan(
         id,
         target: target.to_owned(),
         status: "queued",
-        requested_by: client.ip(),
+        requested_by: client.map(|Extension(client)| client.ip()),
     };
     by_id.insert(id, scan.clone());
     Ok((
@@ -169,10 +169,17 @@ fn json_rejection(rejection: JsonRejection) -> Rejection {
 
 /// Admin routes only from the admin networks, by the client address that
 /// `ClientIpLayer` resolved (forwarding headers only from trusted proxies).
+/// An address that is a proxy's fallback (its forwarding header unreadable)
+/// is never admitted: it is the proxy's, not the client's.
 fn admin_networks(networks: Arc<[IpNet]>) -> GuardLayer {
     GuardLayer::new("admin_network", move |head: &RequestHead<'_>| {
         match head.client_ip() {
-            Some(client) if networks.iter().any(|net| net.contains(&client.ip())) => Ok(()),
+            Some(client)
+                if client.is_resolved()
+                    && networks.iter().any(|net| net.contains(&client.ip())) =>
+            {
+                Ok(())
+            }
             _ => {
                 Err(Rejection::forbidden()
                     .with_detail("Admin routes are open to admin networks only."))

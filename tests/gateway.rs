@@ -226,6 +226,40 @@ async fn cors_allows_only_configured_origins() {
 }
 
 #[tokio::test]
+async fn an_unreadable_forwarding_header_never_opens_admin_routes() {
+    // The proxy (loopback) is trusted and is inside the admin networks; a
+    // client whose forwarded address cannot be read must not become it.
+    let addr = serve(&["127.0.0.0/8"], &["127.0.0.1"]).await;
+    let created = request(
+        addr,
+        "POST",
+        "/api/scans",
+        &[("content-type", "application/json")],
+        r#"{"target":"c.example"}"#,
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let refused = request(
+        addr,
+        "DELETE",
+        "/api/scans/1",
+        &[("x-forwarded-for", "_hidden")],
+        "",
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let outside = request(
+        addr,
+        "DELETE",
+        "/api/scans/1",
+        &[("x-forwarded-for", "203.0.113.7")],
+        "",
+    )
+    .await;
+    assert_eq!(outside.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_client_is_recorded() {
     let addr = serve(&["127.0.0.0/8"], &["127.0.0.1"]).await;
     let created = request(

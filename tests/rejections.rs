@@ -70,7 +70,7 @@ fn cases() -> Vec<(
         ),
         (
             "overloaded",
-            Rejection::overloaded().with_retry_after(Duration::from_millis(1)),
+            Rejection::overloaded(Duration::from_millis(1)),
             503,
             tonic::Code::Unavailable,
             Some("1"),
@@ -98,10 +98,10 @@ fn cases() -> Vec<(
         ),
         (
             "unavailable",
-            Rejection::unavailable(),
+            Rejection::unavailable(Duration::from_secs(30)),
             503,
             tonic::Code::Unavailable,
-            None,
+            Some("30"),
         ),
     ]
 }

@@ -4,8 +4,9 @@
 //! An event names the layer, the decision, a fixed reason, the client
 //! address, the principal (subject, tenant, how it authenticated) and the
 //! route. The reason is a `&'static str` and the route is the route
-//! template when known (else the path, never the query), so an event cannot
-//! carry a token, a key or a password by construction.
+//! template when known (else the path with long opaque segments masked,
+//! never the query), so an event cannot carry a token, a key or a password
+//! by construction.
 //!
 //! ```
 //! use palisade_core::audit::AuditEvent;
@@ -17,6 +18,7 @@
 //!     .emit(); // route=/api/scans: the query never appears
 //! ```
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::{Extensions, Method, Request, Uri};
@@ -50,7 +52,7 @@ pub struct AuditEvent<'a> {
     reason: &'static str,
     client_ip: Option<IpAddr>,
     principal: Option<&'a Principal>,
-    route: Option<&'a str>,
+    route: Option<Cow<'a, str>>,
     method: Option<&'a Method>,
 }
 
@@ -121,6 +123,7 @@ impl<'a> AuditEvent<'a> {
         let tenant = self.principal.and_then(Principal::tenant);
         let auth_method = self.principal.map(|p| p.method().as_str());
         let method = self.method.map(Method::as_str);
+        let route = self.route.as_deref();
         match self.decision {
             Decision::Refused(kind) => tracing::warn!(
                 target: TARGET,
@@ -134,36 +137,65 @@ impl<'a> AuditEvent<'a> {
                 tenant,
                 auth_method,
                 method,
-                route = self.route,
+                route,
             ),
-            Decision::Allowed => tracing::info!(
+            other => tracing::info!(
                 target: TARGET,
                 layer = self.layer,
-                decision = "allowed",
+                decision = if other == Decision::Allowed { "allowed" } else { "state_changed" },
                 reason = self.reason,
                 client_ip,
                 subject,
                 tenant,
                 auth_method,
                 method,
-                route = self.route,
-            ),
-            Decision::StateChanged => tracing::info!(
-                target: TARGET,
-                layer = self.layer,
-                decision = "state_changed",
-                reason = self.reason,
-                client_ip,
-                subject,
-                tenant,
-                auth_method,
-                method,
-                route = self.route,
+                route,
             ),
         }
     }
 }
 
-fn route_of<'a>(uri: &'a Uri, extensions: &'a Extensions) -> &'a str {
-    crate::key::route_template(extensions).unwrap_or(uri.path())
+/// The route template when known; else the path with every segment longer
+/// than [`MASKED_SEGMENT_LEN`] bytes masked, since long opaque segments
+/// (reset tokens, keys in paths) are where secrets hide. Never the query.
+fn route_of<'a>(uri: &'a Uri, extensions: &'a Extensions) -> Cow<'a, str> {
+    if let Some(template) = crate::key::route_template(extensions) {
+        return Cow::Borrowed(template);
+    }
+    let path = uri.path();
+    if path
+        .split('/')
+        .all(|segment| segment.len() <= MASKED_SEGMENT_LEN)
+    {
+        return Cow::Borrowed(path);
+    }
+    let masked: Vec<&str> = path
+        .split('/')
+        .map(|segment| {
+            if segment.len() > MASKED_SEGMENT_LEN {
+                "***"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    Cow::Owned(masked.join("/"))
+}
+
+/// Path segments longer than this are masked in audit events.
+pub const MASKED_SEGMENT_LEN: usize = 24;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_path_segments_are_masked_and_queries_never_appear() {
+        let uri: Uri = "/reset/6f1c0d5e8a9b4c3d2e1f0a9b8c7d6e5f/confirm?token=abc"
+            .parse()
+            .unwrap_or_default();
+        assert_eq!(route_of(&uri, &Extensions::new()), "/reset/***/confirm");
+        let short: Uri = "/api/scans/42?access_token=abc".parse().unwrap_or_default();
+        assert_eq!(route_of(&short, &Extensions::new()), "/api/scans/42");
+    }
 }

@@ -54,10 +54,13 @@ pub fn forwarding_headers(data: &[u8]) {
     if !trusting || !resolver.is_trusted(peer) {
         assert_eq!(client.ip(), peer, "headers believed from an untrusted peer");
     }
-    if client.source() == ClientIpSource::Peer {
-        assert_eq!(client.ip(), peer);
-    } else {
-        assert!(trusting && resolver.is_trusted(peer));
+    match client.source() {
+        ClientIpSource::Peer => assert_eq!(client.ip(), peer),
+        ClientIpSource::PeerFallback => {
+            assert_eq!(client.ip(), peer);
+            assert!(trusting && resolver.is_trusted(peer) && !client.is_resolved());
+        }
+        _ => assert!(trusting && resolver.is_trusted(peer) && client.is_resolved()),
     }
     // The key is the address masked to its prefix.
     match (client.ip(), client.key()) {

@@ -41,7 +41,8 @@ pub enum KeyFn {
     Tenant,
     /// The principal's API key id.
     ApiKeyId,
-    /// The value of a request header.
+    /// The value of a request header. Build it with [`KeyFn::header`], which
+    /// refuses headers that carry credentials.
     Header(HeaderName),
     /// The route template (`/api/scans/{id}`), never the raw path, so that a
     /// client cannot mint keys by varying ids.
@@ -65,9 +66,19 @@ impl KeyFn {
         KeyFn::Tuple(parts.into_iter().collect())
     }
 
-    /// A header's value as key.
-    pub fn header(name: HeaderName) -> Self {
-        KeyFn::Header(name)
+    /// A header's value as key. Headers that carry credentials
+    /// (`Authorization`, `Proxy-Authorization`, `Cookie`, `X-API-Key`) are
+    /// refused: a key's text reaches logs and Redis key names. Key on the
+    /// authenticated principal instead ([`KeyFn::Subject`],
+    /// [`KeyFn::ApiKeyId`]).
+    pub fn header(name: HeaderName) -> Result<Self, crate::ConfigError> {
+        if is_credential_header(&name) {
+            return Err(crate::ConfigError::invalid(
+                "key",
+                format!("`{name}` carries credentials; key on the principal instead"),
+            ));
+        }
+        Ok(KeyFn::Header(name))
     }
 
     /// The key of a request; `None` when a part is missing (no principal, no
@@ -138,6 +149,13 @@ impl KeyFn {
         }
         Some(())
     }
+}
+
+fn is_credential_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | "x-api-key"
+    )
 }
 
 pub(crate) fn route_template(extensions: &Extensions) -> Option<&str> {
@@ -305,10 +323,11 @@ mod serde_impl {
                 "global" => KeyFn::Global,
                 other => return Err(E::custom(format!("unknown key `{other}`"))),
             },
-            Repr::Header { header } => KeyFn::Header(
+            Repr::Header { header } => KeyFn::header(
                 HeaderName::try_from(header.as_str())
                     .map_err(|_| E::custom(format!("invalid header name `{header}`")))?,
-            ),
+            )
+            .map_err(E::custom)?,
             Repr::Tuple(parts) => KeyFn::Tuple(
                 parts
                     .into_iter()
@@ -367,7 +386,7 @@ mod tests {
         assert_eq!(text(KeyFn::Tenant), Some("tenant:t%7B1%7D".into()));
         assert_eq!(text(KeyFn::ApiKeyId), Some("key:k1".into()));
         assert_eq!(
-            text(KeyFn::header(HeaderName::from_static("x-tenant"))),
+            text(KeyFn::header(HeaderName::from_static("x-tenant")).unwrap_or(KeyFn::Global)),
             Some("h:acme".into())
         );
         assert_eq!(
@@ -401,9 +420,26 @@ mod tests {
             .body(())
             .unwrap_or_default();
         assert_eq!(
-            KeyFn::header(HeaderName::from_static("x-client")).extract(&request),
+            KeyFn::header(HeaderName::from_static("x-client"))
+                .unwrap_or(KeyFn::Global)
+                .extract(&request),
             None
         );
+    }
+
+    #[test]
+    fn credential_headers_cannot_be_keys() {
+        for name in [
+            "authorization",
+            "cookie",
+            "x-api-key",
+            "proxy-authorization",
+        ] {
+            assert!(
+                KeyFn::header(HeaderName::from_static(name)).is_err(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

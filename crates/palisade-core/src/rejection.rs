@@ -267,9 +267,9 @@ impl Rejection {
         Self::new(RejectionKind::TooManyConcurrent)
     }
 
-    /// 503 for shed load.
-    pub fn overloaded() -> Self {
-        Self::new(RejectionKind::Overloaded)
+    /// 503 with `Retry-After` for shed load.
+    pub fn overloaded(retry_after: Duration) -> Self {
+        Self::new(RejectionKind::Overloaded).with_retry_after(retry_after)
     }
 
     /// 503 with `Retry-After` for an open circuit.
@@ -287,9 +287,9 @@ impl Rejection {
         Self::new(RejectionKind::HeadersTooLarge)
     }
 
-    /// 503: something the layer needs is not ready yet.
-    pub fn unavailable() -> Self {
-        Self::new(RejectionKind::Unavailable)
+    /// 503 with `Retry-After`: something the layer needs is not ready yet.
+    pub fn unavailable(retry_after: Duration) -> Self {
+        Self::new(RejectionKind::Unavailable).with_retry_after(retry_after)
     }
 
     /// Sets the public detail shown to the client (problem `detail`, gRPC
@@ -324,9 +324,14 @@ impl Rejection {
         self
     }
 
-    /// Appends a response header, keeping any earlier value of the same name.
+    /// Appends a response header, keeping any earlier value of the same name
+    /// (a second `WWW-Authenticate` challenge, for example).
     pub fn append_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.extra_mut().headers.append(name, value);
+        if name == WWW_AUTHENTICATE && self.www_authenticate.is_none() {
+            self.www_authenticate = Some(value);
+        } else {
+            self.extra_mut().headers.append(name, value);
+        }
         self
     }
 
@@ -408,7 +413,15 @@ impl Rejection {
             extensions,
         } = self.extra.map(|extra| *extra).unwrap_or_default();
         if let Some(challenge) = self.www_authenticate {
-            headers.insert(WWW_AUTHENTICATE, challenge);
+            // The main challenge first, then any appended ones.
+            let others: Vec<HeaderValue> = match headers.entry(WWW_AUTHENTICATE) {
+                http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+                http::header::Entry::Vacant(_) => Vec::new(),
+            };
+            headers.append(WWW_AUTHENTICATE, challenge);
+            for other in others {
+                headers.append(WWW_AUTHENTICATE, other);
+            }
         }
         RejectionParts {
             kind: self.kind,
@@ -634,6 +647,15 @@ mod tests {
                 r#"Bearer error="insufficient_scope""#
             ))
         );
+    }
+
+    #[test]
+    fn appended_challenges_follow_the_main_one() {
+        let parts = Rejection::unauthenticated()
+            .append_header(WWW_AUTHENTICATE, HeaderValue::from_static("ApiKey"))
+            .into_parts();
+        let challenges: Vec<_> = parts.headers.get_all(WWW_AUTHENTICATE).iter().collect();
+        assert_eq!(challenges, ["Bearer", "ApiKey"]);
     }
 
     #[test]

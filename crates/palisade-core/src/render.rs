@@ -413,7 +413,10 @@ mod tests {
     fn type_base_is_replaceable() {
         let response = ProblemJson::new()
             .type_base("https://errors.example/")
-            .render(Rejection::overloaded(), Protocol::Http);
+            .render(
+                Rejection::overloaded(Duration::from_secs(2)),
+                Protocol::Http,
+            );
         assert_eq!(json(&response)["type"], "https://errors.example/overloaded");
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }

@@ -84,12 +84,31 @@ struct Shard<S> {
     map: Mutex<ShardMap<S>>,
 }
 
+impl<S> Shard<S> {
+    /// Locks the shard. A poisoned lock (a caller's closure panicked while
+    /// it held the lock) is taken over: the map itself is consistent, since
+    /// closures only ever touch one state, which may be left half-updated;
+    /// for the small `Copy` states the layers keep, that is a state a
+    /// request could have produced. Closures must not call back into the
+    /// store: the shard's lock is not reentrant.
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, ShardMap<S>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 struct ShardMap<S> {
     entries: HashMap<u64, S, BuildHasherDefault<PreHashed>>,
     /// Sweep when the shard grows to this many entries.
     sweep_at_len: usize,
     /// Sweep when time reaches this point.
     sweep_at_time: Nanos,
+    /// After a sweep that left the shard full of live entries, new keys are
+    /// refused without sweeping again until this point, so a flood of new
+    /// keys cannot make every request scan the shard.
+    full_until: Nanos,
 }
 
 /// The store's keys are already keyed SipHash outputs, uniform in every bit;
@@ -120,6 +139,15 @@ impl Hasher for PreHashed {
 
 /// Smallest size a shard sweeps at, so small shards do not sweep constantly.
 const MIN_SWEEP_LEN: usize = 64;
+
+/// How long a shard found full of live entries refuses new keys before it
+/// looks for idle ones again.
+const FULL_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The fewest entries per shard the default shard count allows; fewer
+/// entries per shard would refuse new keys well below the capacity when
+/// keys spread unevenly.
+const MIN_PER_SHARD: usize = 256;
 
 impl<S> fmt::Debug for KeyedStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -167,7 +195,9 @@ impl<S> KeyedStoreBuilder<S> {
         self
     }
 
-    /// The number of shards, a power of two (default: four per CPU, between 4 and 256).
+    /// The number of shards, a power of two (default: four per CPU, between 4
+    /// and 256, and fewer for small capacities so that each shard holds at
+    /// least 256 entries).
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
         self
@@ -184,10 +214,16 @@ impl<S> KeyedStoreBuilder<S> {
     pub fn build(self) -> Result<KeyedStore<S>, ConfigError> {
         let shards = match self.shards {
             Some(shards) => shards,
-            None => std::thread::available_parallelism()
-                .map_or(4, |n| n.get() * 4)
-                .next_power_of_two()
-                .clamp(4, 256),
+            None => {
+                let by_cpus = std::thread::available_parallelism()
+                    .map_or(4, |n| n.get() * 4)
+                    .next_power_of_two()
+                    .clamp(4, 256);
+                let by_capacity = (self.capacity / MIN_PER_SHARD).max(1);
+                // The largest power of two not above by_capacity.
+                let by_capacity = 1usize << by_capacity.ilog2();
+                by_cpus.min(by_capacity)
+            }
         };
         if !shards.is_power_of_two() || shards > 65_536 {
             return Err(ConfigError::invalid(
@@ -209,6 +245,7 @@ impl<S> KeyedStoreBuilder<S> {
                         entries: HashMap::default(),
                         sweep_at_len: MIN_SWEEP_LEN.min(per_shard_capacity),
                         sweep_at_time: Nanos(duration_to_nanos(self.sweep_interval)),
+                        full_until: Nanos::ZERO,
                     }),
                 })
                 .collect(),
@@ -243,12 +280,7 @@ impl<S> KeyedStore<S> {
         // Middle bits: the table uses the low bits for its position and the
         // top seven for its tags, so the shard index takes neither.
         let index = ((hash >> 32) as usize) & ((1usize << self.shard_bits) - 1);
-        // A panic while a shard was locked leaves it consistent (every
-        // operation is a single map call), so a poisoned lock is taken over.
-        self.shards[index]
-            .map
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards[index].lock()
     }
 
     /// Reads the state of `key`, if present.
@@ -271,14 +303,7 @@ impl<S> KeyedStore<S> {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|shard| {
-                shard
-                    .map
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .entries
-                    .len()
-            })
+            .map(|shard| shard.lock().entries.len())
             .sum()
     }
 
@@ -294,10 +319,7 @@ impl<S> KeyedStore<S> {
         self.shards
             .iter()
             .map(|shard| {
-                let shard = shard
-                    .map
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let shard = shard.lock();
                 // hashbrown keeps buckets = capacity * 8 / 7 rounded to a power of two.
                 let capacity = shard.entries.capacity();
                 if capacity == 0 {
@@ -343,11 +365,13 @@ impl<S: Idle> KeyedStore<S> {
         if let Some(state) = shard.entries.get_mut(&hash) {
             return Ok(f(state));
         }
-        if shard.entries.len() >= shard.sweep_at_len
-            || shard.entries.len() >= self.per_shard_capacity
-        {
+        if shard.entries.len() >= self.per_shard_capacity && now < shard.full_until {
+            return Err(StoreFull);
+        }
+        if shard.entries.len() >= shard.sweep_at_len {
             self.sweep(&mut shard, now);
             if shard.entries.len() >= self.per_shard_capacity {
+                shard.full_until = now.saturating_add(FULL_BACKOFF);
                 return Err(StoreFull);
             }
         }
@@ -362,13 +386,7 @@ impl<S: Idle> KeyedStore<S> {
     pub fn evict_idle(&self, now: Nanos) -> usize {
         self.shards
             .iter()
-            .map(|shard| {
-                let mut shard = shard
-                    .map
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                self.sweep(&mut shard, now)
-            })
+            .map(|shard| self.sweep(&mut shard.lock(), now))
             .sum()
     }
 
@@ -383,6 +401,7 @@ impl<S: Idle> KeyedStore<S> {
         }
         shard.sweep_at_len = (2 * after).max(MIN_SWEEP_LEN).min(self.per_shard_capacity);
         shard.sweep_at_time = now.saturating_add(Duration::from_nanos(self.sweep_interval));
+        shard.full_until = Nanos::ZERO;
         before - after
     }
 }
@@ -447,6 +466,45 @@ mod tests {
         assert_eq!(store.len(), 64);
         // Existing keys still work when full.
         assert!(store.update(&5u32, clock.now(), || until, |_| ()).is_ok());
+    }
+
+    #[test]
+    fn a_full_shard_refuses_new_keys_without_rescanning_until_its_backoff_passes() {
+        let clock = ManualClock::new();
+        let store = store(64, 1);
+        let soon = clock.now().saturating_add(Duration::from_millis(50));
+        for key in 0..64u32 {
+            assert!(store.update(&key, clock.now(), || soon, |_| ()).is_ok());
+        }
+        assert_eq!(
+            store.update(&100u32, clock.now(), || soon, |_| ()),
+            Err(StoreFull)
+        );
+        // The keys are idle now, but the shard waits out its backoff...
+        clock.advance(Duration::from_millis(60));
+        assert_eq!(
+            store.update(&101u32, clock.now(), || soon, |_| ()),
+            Err(StoreFull)
+        );
+        assert_eq!(store.len(), 64, "no sweep during the backoff");
+        // ...then sweeps and takes the new key.
+        clock.advance(Duration::from_millis(100));
+        assert!(store.update(&102u32, clock.now(), || soon, |_| ()).is_ok());
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn small_capacities_get_fewer_shards() {
+        let small: KeyedStore<Nanos> = KeyedStore::builder()
+            .capacity(300)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(small.capacity(), 300, "one shard holds it all");
+        let large: KeyedStore<Nanos> = KeyedStore::builder()
+            .capacity(1 << 20)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(large.shards.len() >= 4);
     }
 
     #[test]

@@ -106,20 +106,45 @@ impl RedisConfig {
     }
 }
 
-/// `redis://user:secret@host` reads `redis://user:***@host`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// A URL fit for logs: `redis://user:secret@host` reads
+/// `redis://user:***@host`, a `pass`/`password` query parameter reads `***`,
+/// and a URL that does not parse (a password with an unencoded `/`, say)
+/// keeps only its scheme.
+pub(crate) fn redact_url(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        return match text.split_once("://") {
+            Some((scheme, _))
+                if scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+            {
+                format!("{scheme}://***")
+            }
+            _ => "***".to_owned(),
+        };
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
-            format!("{scheme}://{user}:***{}", &rest[at..])
-        }
-        None => url.to_owned(),
+    if url.password().is_some() && url.set_password(Some("***")).is_err() {
+        return format!("{}://***", url.scheme());
     }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let secret =
+                    name.eq_ignore_ascii_case("pass") || name.eq_ignore_ascii_case("password");
+                (
+                    name.into_owned(),
+                    if secret {
+                        "***".to_owned()
+                    } else {
+                        value.into_owned()
+                    },
+                )
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 impl fmt::Debug for RedisConfig {
@@ -147,6 +172,12 @@ mod tests {
         assert!(debug.contains("redis://app:***@10.0.0.1:6379/0"), "{debug}");
         assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        let unix = redact_url("redis+unix:///run/redis.sock?db=1&pass=hunter2");
+        assert!(!unix.contains("hunter2"), "{unix}");
+        assert!(unix.contains("db=1"), "{unix}");
+        let slash = redact_url("redis://app:hun/ter2@h:1");
+        assert!(!slash.contains("ter2"), "{slash}");
+        assert!(!redact_url("not a url hunter2").contains("hunter2"));
     }
 
     #[test]

@@ -61,13 +61,13 @@ impl RedisConnection {
             }
             RedisMode::Cluster => {
                 let client = cluster_client(config)?;
-                let connection = tokio::time::timeout(
-                    config.connect_timeout_duration() * 3,
-                    client.get_async_connection(),
-                )
-                .await
-                .map_err(|_| RedisError::Timeout(config.connect_timeout_duration()))?
-                .map_err(RedisError::Connection)?;
+                // Connecting to a cluster reads its slot map from the seeds
+                // as well: allow a few connect timeouts for the whole.
+                let budget = config.connect_timeout_duration() * 3;
+                let connection = tokio::time::timeout(budget, client.get_async_connection())
+                    .await
+                    .map_err(|_| RedisError::Timeout(budget))?
+                    .map_err(RedisError::Connection)?;
                 Inner::Cluster(connection)
             }
         };

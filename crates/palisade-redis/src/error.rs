@@ -32,9 +32,24 @@ impl RedisError {
     /// Sorts an error of the `redis` crate; `timeout` is the per-call timeout
     /// in force.
     pub(crate) fn from_redis(error: redis::RedisError, timeout: Duration) -> Self {
+        use redis::{ErrorKind, ServerErrorKind};
+        // A server that is loading, failing over, read-only or without a
+        // cluster quorum is unavailable for our purpose, like a dead one:
+        // the failure policy must apply.
+        let transient = matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ReadOnly
+            )
+        );
         if error.is_timeout() {
             RedisError::Timeout(timeout)
-        } else if error.is_io_error()
+        } else if transient
+            || error.is_io_error()
             || error.is_connection_dropped()
             || error.is_connection_refusal()
             || error.is_unrecoverable_error()

@@ -1,6 +1,7 @@
 //! What a layer does when Redis does not answer.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use palisade_core::clock::{Clock, SystemClock};
@@ -8,8 +9,9 @@ use palisade_core::clock::{Clock, SystemClock};
 use crate::error::RedisError;
 
 /// The explicit choice of what happens to a request when the Redis behind a
-/// layer fails (timeout, connection down). There is no silent default in
-/// layers that use it: configuration names one.
+/// layer fails (timeout, connection down, a server loading or failing
+/// over). The default is [`FailClosed`](FailurePolicy::FailClosed): on
+/// doubt, deny.
 ///
 /// In configuration: `"fail_open"`, `"fail_closed"`, or
 /// `{ local_fallback = { instances = 4 } }`.
@@ -67,18 +69,36 @@ impl FailurePolicy {
 
 /// Counts fallback decisions and logs them without flooding the log: the
 /// first failure, then at most one warning per second with the counts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FailureCounts {
     allowed: AtomicU64,
     denied: AtomicU64,
     local: AtomicU64,
     last_log: AtomicU64,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for FailureCounts {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl FailureCounts {
-    /// New counters at zero.
+    /// New counters at zero, on the system clock.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// New counters at zero, on this clock (for tests).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            allowed: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            local: AtomicU64::new(0),
+            last_log: AtomicU64::new(0),
+            clock,
+        }
     }
 
     /// Records that `layer` met `error` and applied `policy`; returns the
@@ -96,7 +116,7 @@ impl FailureCounts {
             FallbackDecision::Local => &self.local,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let now = SystemClock.now().as_u64().max(1);
+        let now = self.clock.now().as_u64().max(1);
         let last = self.last_log.load(Ordering::Relaxed);
         if (last == 0 || now.saturating_sub(last) >= 1_000_000_000)
             && self

@@ -6,8 +6,8 @@ use std::fmt::{self, Write};
 /// a hash tag, so every key of one client (all its policies, its counters)
 /// lands in one Cluster slot and a multi-key script can touch them at once.
 ///
-/// Braces in the client part are percent-encoded, so a client cannot end the
-/// tag early or choose its slot.
+/// Braces and `%` are percent-encoded, so a client cannot end the tag early,
+/// choose its slot, or make two different keys read the same.
 ///
 /// ```
 /// use palisade_redis::KeyNamer;
@@ -42,9 +42,9 @@ impl KeyNamer {
         let mut out = String::with_capacity(self.prefix.len() + namespace.len() + 32);
         out.push_str(&self.prefix);
         out.push(':');
-        out.push_str(namespace);
-        out.push_str(":{");
         // Writing to a String cannot fail.
+        let _ = BraceEscaper(&mut out).write_str(namespace);
+        out.push_str(":{");
         let _ = write!(BraceEscaper(&mut out), "{client}");
         if out.ends_with('{') {
             // An empty tag hashes the whole key; keep one character inside.
@@ -74,6 +74,7 @@ impl Write for BraceEscaper<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for c in s.chars() {
             match c {
+                '%' => self.0.push_str("%25"),
                 '{' => self.0.push_str("%7B"),
                 '}' => self.0.push_str("%7D"),
                 c => self.0.push(c),
@@ -102,6 +103,8 @@ mod tests {
         assert_eq!(names.key("ns", "a"), "p:ns:{a}");
         assert_eq!(names.key("ns", ""), "p:ns:{_}");
         assert_eq!(names.key("ns", "{x}"), "p:ns:{%7Bx%7D}");
+        assert_ne!(names.key("ns", "a{b"), names.key("ns", "a%7Bb"));
+        assert_eq!(names.key("n{s}", "a"), "p:n%7Bs%7D:{a}");
     }
 
     #[test]
@@ -115,6 +118,9 @@ mod tests {
             .extract(&request)
             .unwrap_or_default();
         let names = KeyNamer::new("p").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(names.key("rl", &key), "p:rl:{m:GET|route:/api/%7Bid%7D}");
+        assert_eq!(
+            names.key("rl", &key),
+            "p:rl:{m:GET|route:/api/%257Bid%257D}"
+        );
     }
 }

@@ -52,72 +52,56 @@ fn is_port(port: &str) -> bool {
 }
 
 /// The hops of `X-Forwarded-For` (all its lines, in order), nearest first.
+///
+/// Each entry is read only when the walk reaches it: a proxy appends the
+/// address it saw to the client's own line (`<client's value>, <address>`),
+/// so bytes the client wrote sit to the left and are never looked at once an
+/// untrusted hop is found to their right.
 pub fn x_forwarded_for_rev<'a>(
     lines: GetAll<'a, HeaderValue>,
 ) -> impl Iterator<Item = Result<IpAddr, Malformed>> + 'a {
     lines.iter().rev().flat_map(|line| {
-        let (text, bad) = match line.to_str() {
-            Ok(text) => (text, false),
-            Err(_) => ("", true),
-        };
-        let bad_line = bad.then_some(Err(Malformed));
-        bad_line
-            .into_iter()
-            .chain(text.rsplit(',').filter_map(move |entry| {
-                // An empty header line has no hops, but an empty entry in a
-                // list ("a,,b") is malformed.
-                if bad || (text.trim().is_empty()) {
-                    None
-                } else {
-                    Some(parse_node(entry))
-                }
-            }))
+        let bytes = line.as_bytes();
+        // An empty line has no hops; an empty entry inside a list is malformed.
+        let blank = bytes.iter().all(|&b| b == b' ' || b == b'\t');
+        bytes
+            .rsplit(|&b| b == b',')
+            .take_while(move |_| !blank)
+            .map(|entry| {
+                std::str::from_utf8(entry)
+                    .map_err(|_| Malformed)
+                    .and_then(parse_node)
+            })
     })
 }
 
 /// The `for=` hops of RFC 7239 `Forwarded` (all its lines, in order),
 /// nearest first. An element without `for=`, or whose `for=` is `unknown`
 /// or an obfuscated identifier, is malformed for our purpose: it does not
-/// name a client we can key on.
+/// name a client we can key on. As for `X-Forwarded-For`, elements are read
+/// from the right only as far as the walk goes.
 pub fn forwarded_rev<'a>(
     lines: GetAll<'a, HeaderValue>,
 ) -> impl Iterator<Item = Result<IpAddr, Malformed>> + 'a {
     lines.iter().rev().flat_map(|line| {
-        let text = line.to_str().ok();
-        let bad_line = text.is_none().then_some(Err(Malformed));
-        let text = text.unwrap_or("");
-        let elements = if text.trim().is_empty() {
-            None
-        } else {
-            Some(ElementsRev::new(text))
-        };
-        bad_line.into_iter().chain(
-            elements
-                .into_iter()
-                .flatten()
-                .map(|element| element.and_then(for_node)),
-        )
+        let bytes = line.as_bytes();
+        let blank = bytes.iter().all(|&b| b == b' ' || b == b'\t');
+        ElementsRev {
+            bytes,
+            end: if blank { None } else { Some(bytes.len()) },
+        }
+        .map(|element| element.and_then(for_node))
     })
 }
 
 /// The comma-separated elements of a `Forwarded` line, from the right.
-/// Commas inside quoted strings do not separate. Backslashes (quoted pairs)
-/// never appear in a node we could use, so a line holding one is malformed
-/// as a whole, which keeps the reverse scan simple and exact.
+/// Commas inside quoted strings do not separate. A backslash (a quoted pair)
+/// never appears in a node we could use and cannot be read backwards
+/// without ambiguity, so an element holding one is malformed, as is an
+/// element left inside an unclosed quote; the iteration ends there.
 struct ElementsRev<'a> {
-    text: &'a str,
+    bytes: &'a [u8],
     end: Option<usize>,
-    failed: bool,
-}
-
-impl<'a> ElementsRev<'a> {
-    fn new(text: &'a str) -> Self {
-        Self {
-            text,
-            end: Some(text.len()),
-            failed: text.contains('\\') || text.bytes().filter(|&b| b == b'"').count() % 2 == 1,
-        }
-    }
 }
 
 impl<'a> Iterator for ElementsRev<'a> {
@@ -125,33 +109,39 @@ impl<'a> Iterator for ElementsRev<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let end = self.end?;
-        if self.failed {
-            self.end = None;
-            return Some(Err(Malformed));
-        }
-        let bytes = &self.text.as_bytes()[..end];
         let mut quoted = false;
         let mut i = end;
         while i > 0 {
             i -= 1;
-            match bytes[i] {
+            match self.bytes[i] {
+                b'\\' => {
+                    self.end = None;
+                    return Some(Err(Malformed));
+                }
                 b'"' => quoted = !quoted,
                 b',' if !quoted => {
                     self.end = Some(i);
-                    return Some(Ok(&self.text[i + 1..end]));
+                    return Some(
+                        std::str::from_utf8(&self.bytes[i + 1..end]).map_err(|_| Malformed),
+                    );
                 }
                 _ => {}
             }
         }
         self.end = None;
-        Some(Ok(&self.text[..end]))
+        if quoted {
+            return Some(Err(Malformed));
+        }
+        Some(std::str::from_utf8(&self.bytes[..end]).map_err(|_| Malformed))
     }
 }
 
-/// The address in an element's `for=` parameter.
+/// The address in an element's `for=` parameter. Parameters are split at
+/// semicolons outside quoted strings, so a quoted value chosen by the client
+/// (`host="a;b"`) cannot break the proxy's own element.
 fn for_node(element: &str) -> Result<IpAddr, Malformed> {
     let mut found = None;
-    for pair in element.split(';') {
+    for pair in QuotedSplit::new(element, b';') {
         let pair = pair.trim_matches(|c| c == ' ' || c == '\t');
         let Some((name, value)) = pair.split_once('=') else {
             return Err(Malformed);
@@ -170,6 +160,45 @@ fn for_node(element: &str) -> Result<IpAddr, Malformed> {
         None => value,
     };
     parse_node(value)
+}
+
+/// Splits at a separator outside double quotes.
+struct QuotedSplit<'a> {
+    text: &'a str,
+    start: Option<usize>,
+    separator: u8,
+}
+
+impl<'a> QuotedSplit<'a> {
+    fn new(text: &'a str, separator: u8) -> Self {
+        Self {
+            text,
+            start: Some(0),
+            separator,
+        }
+    }
+}
+
+impl<'a> Iterator for QuotedSplit<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let start = self.start?;
+        let bytes = self.text.as_bytes();
+        let mut quoted = false;
+        for (offset, &byte) in bytes[start..].iter().enumerate() {
+            if byte == b'"' {
+                quoted = !quoted;
+            } else if byte == self.separator && !quoted {
+                let at = start + offset;
+                self.start = Some(at + 1);
+                // Separators are ASCII, so `at` is a char boundary.
+                return self.text.get(start..at);
+            }
+        }
+        self.start = None;
+        self.text.get(start..)
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +290,11 @@ mod tests {
         assert_eq!(fwd(&["proto=https"]), vec![Err(Malformed)]);
         assert_eq!(fwd(&[r#"for="1.2.3.4"#]), vec![Err(Malformed)]);
         assert_eq!(fwd(&[r#"for="a\"b""#]), vec![Err(Malformed)]);
+        assert_eq!(
+            fwd(&[r#"for=1.2.3.4;host="a;b""#]),
+            vec![Ok(v("1.2.3.4"))],
+            "a quoted semicolon does not split parameters"
+        );
         assert_eq!(fwd(&["for=1.2.3.4;for=5.6.7.8"]), vec![Err(Malformed)]);
     }
 
@@ -273,6 +307,23 @@ mod tests {
     }
 
     #[test]
+    fn client_garbage_left_of_the_proxy_hop_is_never_read() {
+        // The proxy appended the real address after the client's bytes.
+        assert_eq!(
+            fwd(&[r#"for="\, for=1.2.3.4"#])[0],
+            Ok(v("1.2.3.4")),
+            "unbalanced quote and backslash on the client's side"
+        );
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\x80\xff, 1.2.3.4").unwrap_or(HeaderValue::from_static("")),
+        );
+        let hops: Vec<_> = x_forwarded_for_rev(headers.get_all("x-forwarded-for")).collect();
+        assert_eq!(hops, vec![Ok(v("1.2.3.4")), Err(Malformed)]);
+    }
+
+    #[test]
     fn non_ascii_lines_are_malformed() {
         let mut headers = HeaderMap::new();
         headers.append(
@@ -280,6 +331,6 @@ mod tests {
             HeaderValue::from_bytes(b"1.2.3.4, \xff").unwrap_or(HeaderValue::from_static("")),
         );
         let hops: Vec<_> = x_forwarded_for_rev(headers.get_all("x-forwarded-for")).collect();
-        assert_eq!(hops, vec![Err(Malformed)]);
+        assert_eq!(hops, vec![Err(Malformed), Ok(v("1.2.3.4"))]);
     }
 }

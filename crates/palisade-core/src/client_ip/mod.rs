@@ -9,9 +9,14 @@
 //! - with no trusted proxy, or a peer that is not one, the peer is the client
 //!   and forwarding headers are ignored, since anyone can send them;
 //! - otherwise the header is walked from the right, skipping trusted hops;
-//!   the first untrusted hop is the client. A hop that cannot be read
-//!   (`unknown`, `_hidden`, garbage, too many hops) stops the walk and the
-//!   peer address is used, so a malformed header never chooses the key.
+//!   the first untrusted hop is the client. Hops are read only as far as the
+//!   walk goes, so whatever a client wrote to the left of the address its
+//!   proxy appended is never even parsed. A hop that cannot be read where
+//!   the walk needs it (`unknown`, `_hidden`, garbage, too many hops) stops
+//!   the walk: the peer address is used, marked
+//!   [`ClientIpSource::PeerFallback`] so that allow-lists can refuse it (the
+//!   peer is one of our proxies, not the client), and a malformed header
+//!   never chooses the key.
 //!
 //! Only the one header your proxy sets is read: a proxy that appends to
 //! `X-Forwarded-For` passes a client's forged `Forwarded` through untouched.
@@ -64,6 +69,11 @@ pub enum ClientIpSource {
     Peer,
     /// A forwarding header set by a trusted proxy.
     Header(ForwardedHeader),
+    /// The peer address, because the peer is a trusted proxy whose
+    /// forwarding header could not be read where the walk needed it. The
+    /// address is the proxy's, not the client's: an allow-list must not
+    /// admit it.
+    PeerFallback,
 }
 
 impl ClientIp {
@@ -97,6 +107,14 @@ impl ClientIp {
         self.source
     }
 
+    /// Whether the address is the client's own as far as we can know: false
+    /// only for [`ClientIpSource::PeerFallback`], where it is a proxy's.
+    /// Allow-lists (admin networks, exemptions) should require it.
+    #[inline]
+    pub fn is_resolved(&self) -> bool {
+        self.source != ClientIpSource::PeerFallback
+    }
+
     /// The client address placed in `extensions` by [`ClientIpLayer`], or
     /// else the peer address (headers are never trusted on this path).
     pub fn from_extensions(extensions: &Extensions) -> Option<ClientIp> {
@@ -118,14 +136,10 @@ impl fmt::Display for ClientIp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// The peer address found in the request extensions: [`PeerAddr`], a plain
-/// `SocketAddr`, axum's `ConnectInfo<SocketAddr>` (feature `axum`) or tonic's
-/// `TcpConnectInfo` (feature `tonic`).
+/// The peer address found in the request extensions: [`PeerAddr`], axum's `ConnectInfo<SocketAddr>` (feature `axum`), tonic's `TcpConnectInfo`
+/// (feature `tonic`), or a plain `SocketAddr`, in that order.
 pub fn peer_addr(extensions: &Extensions) -> Option<IpAddr> {
     if let Some(PeerAddr(addr)) = extensions.get::<PeerAddr>() {
-        return Some(addr.ip());
-    }
-    if let Some(addr) = extensions.get::<SocketAddr>() {
         return Some(addr.ip());
     }
     #[cfg(feature = "axum")]
@@ -141,7 +155,9 @@ pub fn peer_addr(extensions: &Extensions) -> Option<IpAddr> {
     {
         return Some(addr.ip());
     }
-    None
+    // Last: a bare SocketAddr is what plain hyper servers commonly insert,
+    // but any layer could insert one for its own purpose.
+    extensions.get::<SocketAddr>().map(SocketAddr::ip)
 }
 
 /// The forwarding header a trusted proxy sets.
@@ -372,8 +388,9 @@ impl ClientIpResolver {
     pub fn resolve(&self, headers: &HeaderMap, peer: IpAddr) -> ClientIp {
         let peer = canonical(peer);
         let (ip, source) = match self.walk(headers, peer) {
-            Some(ip) => (ip, ClientIpSource::Header(self.inner.header)),
-            None => (peer, ClientIpSource::Peer),
+            Walk::Peer => (peer, ClientIpSource::Peer),
+            Walk::Client(ip) => (ip, ClientIpSource::Header(self.inner.header)),
+            Walk::Unreadable => (peer, ClientIpSource::PeerFallback),
         };
         ClientIp {
             ip,
@@ -393,10 +410,10 @@ impl ClientIpResolver {
         peer_addr(extensions).map(|peer| self.resolve(headers, peer))
     }
 
-    /// The address from the forwarding header, or `None` to use the peer.
-    fn walk(&self, headers: &HeaderMap, peer: IpAddr) -> Option<IpAddr> {
+    /// Where the walk of the forwarding header ends.
+    fn walk(&self, headers: &HeaderMap, peer: IpAddr) -> Walk {
         if self.inner.trusted.is_empty() || !self.is_trusted(peer) {
-            return None;
+            return Walk::Peer;
         }
         let name = self.inner.header.name();
         match self.inner.header {
@@ -408,12 +425,16 @@ impl ClientIpResolver {
             }
             ForwardedHeader::XRealIp => {
                 let mut lines = headers.get_all(name).iter();
-                let line = lines.next()?;
+                let Some(line) = lines.next() else {
+                    return Walk::Peer;
+                };
                 if lines.next().is_some() {
-                    return None; // two values: which one did the proxy set?
+                    return Walk::Unreadable; // two values: which one did the proxy set?
                 }
-                let ip = forwarded::parse_node(line.to_str().ok()?).ok()?;
-                Some(canonical(ip))
+                match line.to_str().map(forwarded::parse_node) {
+                    Ok(Ok(ip)) => Walk::Client(canonical(ip)),
+                    _ => Walk::Unreadable,
+                }
             }
         }
     }
@@ -421,21 +442,34 @@ impl ClientIpResolver {
     fn first_untrusted(
         &self,
         hops: impl Iterator<Item = Result<IpAddr, forwarded::Malformed>>,
-    ) -> Option<IpAddr> {
+    ) -> Walk {
         let mut farthest_trusted = None;
         for (walked, hop) in hops.enumerate() {
             if walked >= self.inner.max_hops {
-                return None;
+                return Walk::Unreadable;
             }
-            let ip = canonical(hop.ok()?);
+            let Ok(ip) = hop else {
+                return Walk::Unreadable;
+            };
+            let ip = canonical(ip);
             if !self.is_trusted(ip) {
-                return Some(ip);
+                return Walk::Client(ip);
             }
             farthest_trusted = Some(ip);
         }
-        // Every hop is one of ours: the farthest is where the request entered.
-        farthest_trusted
+        // Every hop is one of ours: the farthest is where the request
+        // entered. No header at all: the peer itself.
+        farthest_trusted.map_or(Walk::Peer, Walk::Client)
     }
+}
+
+enum Walk {
+    /// No forwarding to follow: the peer is the client.
+    Peer,
+    /// The client, read from the header.
+    Client(IpAddr),
+    /// The header could not be read where it mattered.
+    Unreadable,
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are the IPv4 client they map.

@@ -111,7 +111,8 @@ fn malformed_or_obfuscated_hops_fall_back_to_the_peer() {
     ] {
         let client = xff.resolve(&headers(&[("x-forwarded-for", value)]), peer);
         assert_eq!(client.ip(), peer, "{value:?}");
-        assert_eq!(client.source(), ClientIpSource::Peer);
+        assert_eq!(client.source(), ClientIpSource::PeerFallback, "{value:?}");
+        assert!(!client.is_resolved());
     }
     for value in [
         "for=_hidden",
@@ -151,6 +152,29 @@ fn non_utf8_header_falls_back_to_the_peer() {
         map.insert("x-forwarded-for", value);
     }
     assert_eq!(resolver.resolve(&map, ip("10.0.0.2")).ip(), ip("10.0.0.2"));
+}
+
+#[test]
+fn client_bytes_left_of_the_proxy_hop_cannot_make_the_client_the_proxy() {
+    let xff = resolver(&["10.0.0.0/8"], ForwardedHeader::XForwardedFor);
+    let mut map = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_bytes(b"\x80 garbage, 203.0.113.9") {
+        map.insert("x-forwarded-for", value);
+    }
+    let client = xff.resolve(&map, ip("10.0.0.2"));
+    assert_eq!(client.ip(), ip("203.0.113.9"));
+    assert!(client.is_resolved());
+
+    let fwd = resolver(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
+    for value in [r#"for="\, for=203.0.113.9"#, r#"for=", for=203.0.113.9"#] {
+        let client = fwd.resolve(&headers(&[("forwarded", value)]), ip("10.0.0.2"));
+        assert_eq!(client.ip(), ip("203.0.113.9"), "{value:?}");
+    }
+    let quoted_host = fwd.resolve(
+        &headers(&[("forwarded", r#"for=203.0.113.9;host="a;b""#)]),
+        ip("10.0.0.2"),
+    );
+    assert_eq!(quoted_host.ip(), ip("203.0.113.9"));
 }
 
 #[test]
