@@ -42,6 +42,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::marker::PhantomData;
+
+use smallvec::SmallVec;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -276,11 +278,15 @@ impl<S> KeyedStore<S> {
     }
 
     #[inline]
-    fn shard(&self, hash: u64) -> MutexGuard<'_, ShardMap<S>> {
+    fn shard_index(&self, hash: u64) -> usize {
         // Middle bits: the table uses the low bits for its position and the
         // top seven for its tags, so the shard index takes neither.
-        let index = ((hash >> 32) as usize) & ((1usize << self.shard_bits) - 1);
-        self.shards[index].lock()
+        ((hash >> 32) as usize) & ((1usize << self.shard_bits) - 1)
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> MutexGuard<'_, ShardMap<S>> {
+        self.shards[self.shard_index(hash)].lock()
     }
 
     /// Reads the state of `key`, if present.
@@ -381,6 +387,41 @@ impl<S: Idle> KeyedStore<S> {
         Ok(result)
     }
 
+    /// Runs `f` with the states of several keys at once, every shard they
+    /// live in locked for the whole call (in shard order, so concurrent
+    /// transactions cannot deadlock). This is what makes an all-or-nothing
+    /// decision over several keys exact: nothing can change any of them
+    /// between reading and writing.
+    ///
+    /// `hashes` come from [`hash_key`](Self::hash_key); the transaction's
+    /// `get(i)`/`set(i, ..)` address `hashes[i]`.
+    pub fn transact<R>(
+        &self,
+        hashes: &[u64],
+        now: Nanos,
+        f: impl FnOnce(&mut Transaction<'_, S>) -> R,
+    ) -> R {
+        let mut shards: SmallVec<[usize; 4]> =
+            hashes.iter().map(|&h| self.shard_index(h)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut guards: SmallVec<[(usize, MutexGuard<'_, ShardMap<S>>); 4]> = SmallVec::new();
+        for index in shards {
+            let mut guard = self.shards[index].lock();
+            if now >= guard.sweep_at_time {
+                self.sweep(&mut guard, now);
+            }
+            guards.push((index, guard));
+        }
+        let mut transaction = Transaction {
+            store: self,
+            hashes,
+            guards,
+            now,
+        };
+        f(&mut transaction)
+    }
+
     /// Sweeps every shard now, dropping idle entries and returning memory;
     /// for an optional background task. Returns how many were dropped.
     pub fn evict_idle(&self, now: Nanos) -> usize {
@@ -403,6 +444,71 @@ impl<S: Idle> KeyedStore<S> {
         shard.sweep_at_time = now.saturating_add(Duration::from_nanos(self.sweep_interval));
         shard.full_until = Nanos::ZERO;
         before - after
+    }
+}
+
+/// Several keys of a [`KeyedStore`], locked together; see
+/// [`KeyedStore::transact`].
+pub struct Transaction<'a, S> {
+    store: &'a KeyedStore<S>,
+    hashes: &'a [u64],
+    guards: SmallVec<[(usize, MutexGuard<'a, ShardMap<S>>); 4]>,
+    now: Nanos,
+}
+
+impl<S> fmt::Debug for Transaction<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("keys", &self.hashes.len())
+            .field("shards", &self.guards.len())
+            .finish()
+    }
+}
+
+impl<S: Idle> Transaction<'_, S> {
+    fn guard(&mut self, i: usize) -> &mut ShardMap<S> {
+        let index = self.store.shard_index(self.hashes[i]);
+        // Every hash's shard was locked when the transaction began.
+        match self.guards.iter_mut().find(|(shard, _)| *shard == index) {
+            Some((_, guard)) => guard,
+            None => unreachable!("the shard of every key is locked"),
+        }
+    }
+
+    /// The state of key `i`, if present and not idle.
+    pub fn get(&mut self, i: usize) -> Option<&S> {
+        let now = self.now;
+        let hash = self.hashes[i];
+        self.guard(i)
+            .entries
+            .get(&hash)
+            .filter(|state| !state.is_idle(now))
+    }
+
+    /// Stores the state of key `i`. A new key is refused with [`StoreFull`]
+    /// when its shard is full of live entries.
+    pub fn set(&mut self, i: usize, state: S) -> Result<(), StoreFull> {
+        let now = self.now;
+        let hash = self.hashes[i];
+        let capacity = self.store.per_shard_capacity;
+        let store = self.store;
+        let shard = self.guard(i);
+        if let Some(existing) = shard.entries.get_mut(&hash) {
+            *existing = state;
+            return Ok(());
+        }
+        if shard.entries.len() >= capacity {
+            if now < shard.full_until {
+                return Err(StoreFull);
+            }
+            store.sweep(shard, now);
+            if shard.entries.len() >= capacity {
+                shard.full_until = now.saturating_add(FULL_BACKOFF);
+                return Err(StoreFull);
+            }
+        }
+        shard.entries.insert(hash, state);
+        Ok(())
     }
 }
 
@@ -563,6 +669,33 @@ mod tests {
             "{}",
             store.allocated_bytes()
         );
+    }
+
+    #[test]
+    fn a_transaction_reads_and_writes_several_keys_under_their_locks() {
+        let clock = ManualClock::new();
+        let store = store(1_000, 8);
+        let hashes: Vec<u64> = (0..5u32).map(|k| store.hash_key(&k)).collect();
+        let until = busy_for(&clock, 5);
+        store.transact(&hashes, clock.now(), |tx| {
+            for i in 0..5 {
+                assert_eq!(tx.get(i), None);
+                assert_eq!(tx.set(i, until), Ok(()));
+            }
+        });
+        assert_eq!(store.len(), 5);
+        for k in 0..5u32 {
+            assert_eq!(store.get(&k, |s| s.copied()), Some(until));
+        }
+        // Idle states read as absent.
+        clock.advance(Duration::from_secs(6));
+        store.transact(&hashes[..2], clock.now(), |tx| assert_eq!(tx.get(0), None));
+        // The same key twice in one transaction is fine.
+        let twice = [hashes[0], hashes[0]];
+        store.transact(&twice, clock.now(), |tx| {
+            assert_eq!(tx.set(0, busy_for(&clock, 1)), Ok(()));
+            assert!(tx.get(1).is_some());
+        });
     }
 
     #[test]

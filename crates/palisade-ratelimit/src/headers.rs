@@ -1,0 +1,180 @@
+//! The rate-limit response fields: IETF `RateLimit-Policy` and `RateLimit`
+//! (structured-field lists, one member per policy), and the legacy
+//! `X-RateLimit-Limit` / `-Remaining` / `-Reset` for the most restrictive
+//! policy.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::gcra::{Decision, Quota};
+
+/// `RateLimit-Policy`.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `X-RateLimit-Limit`.
+pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+/// `X-RateLimit-Remaining`.
+pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// `X-RateLimit-Reset`.
+pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Which rate-limit fields go on responses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct HeaderOptions {
+    /// `RateLimit-Policy` and `RateLimit` on allowed responses too (default
+    /// true; refusals always carry them).
+    pub on_allowed: bool,
+    /// The legacy `X-RateLimit-*` fields as well (default false).
+    pub legacy: bool,
+}
+
+impl Default for HeaderOptions {
+    fn default() -> Self {
+        Self {
+            on_allowed: true,
+            legacy: false,
+        }
+    }
+}
+
+/// Whole seconds, rounded up.
+pub(crate) fn ceil_secs(duration: Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0))
+}
+
+/// The policy member `"name";q=100;w=60`, computed once per policy (and tier).
+pub(crate) fn policy_member(name: &str, quota: &Quota) -> String {
+    format!(
+        "\"{name}\";q={};w={}",
+        quota.count(),
+        ceil_secs(quota.period()).max(1)
+    )
+}
+
+/// One policy's part of a request's fields.
+pub(crate) struct Reported<'a> {
+    pub(crate) policy_member: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) quota: Quota,
+    pub(crate) decision: Decision,
+}
+
+/// The fields for these policies, to add to a response.
+pub(crate) fn fields(
+    reported: &[Reported<'_>],
+    options: HeaderOptions,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut fields = Vec::with_capacity(if options.legacy { 5 } else { 2 });
+    if reported.is_empty() {
+        return fields;
+    }
+    let mut policy = String::with_capacity(reported.len() * 32);
+    let mut state = String::with_capacity(reported.len() * 24);
+    for (i, report) in reported.iter().enumerate() {
+        if i > 0 {
+            policy.push_str(", ");
+            state.push_str(", ");
+        }
+        policy.push_str(report.policy_member);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            state,
+            "\"{}\";r={};t={}",
+            report.name,
+            report.decision.remaining,
+            ceil_secs(report.decision.reset)
+        );
+    }
+    // Names are validated to letters, digits, - and _: always valid values.
+    if let Ok(value) = HeaderValue::try_from(policy) {
+        fields.push((RATELIMIT_POLICY.clone(), value));
+    }
+    if let Ok(value) = HeaderValue::try_from(state) {
+        fields.push((RATELIMIT.clone(), value));
+    }
+    if options.legacy
+        && let Some(tightest) = reported.iter().min_by_key(|r| r.decision.remaining)
+    {
+        fields.push((
+            X_RATELIMIT_LIMIT.clone(),
+            HeaderValue::from(tightest.quota.count()),
+        ));
+        fields.push((
+            X_RATELIMIT_REMAINING.clone(),
+            HeaderValue::from(tightest.decision.remaining),
+        ));
+        fields.push((
+            X_RATELIMIT_RESET.clone(),
+            HeaderValue::from(ceil_secs(tightest.decision.reset)),
+        ));
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_structured_lists_with_one_member_per_policy() {
+        let quota = Quota::per_minute(100);
+        let a = Decision {
+            allowed: true,
+            tat: 0,
+            remaining: 37,
+            reset: Duration::from_millis(11_200),
+            retry_after: Duration::ZERO,
+        };
+        let b = Decision {
+            remaining: 3,
+            reset: Duration::from_secs(2),
+            ..a
+        };
+        let member_a = policy_member("burst", &quota);
+        let member_b = policy_member("daily", &Quota::per_day(5_000));
+        let reported = [
+            Reported {
+                policy_member: &member_a,
+                name: "burst",
+                quota,
+                decision: a,
+            },
+            Reported {
+                policy_member: &member_b,
+                name: "daily",
+                quota: Quota::per_day(5_000),
+                decision: b,
+            },
+        ];
+        let fields = fields(
+            &reported,
+            HeaderOptions {
+                on_allowed: true,
+                legacy: true,
+            },
+        );
+        let get = |name: &HeaderName| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get(&RATELIMIT_POLICY).as_ref().map(|v| v.as_bytes()),
+            Some(&b"\"burst\";q=100;w=60, \"daily\";q=5000;w=86400"[..])
+        );
+        assert_eq!(
+            get(&RATELIMIT).as_ref().map(|v| v.as_bytes()),
+            Some(&b"\"burst\";r=37;t=12, \"daily\";r=3;t=2"[..])
+        );
+        assert_eq!(get(&X_RATELIMIT_REMAINING), Some(HeaderValue::from(3u32)));
+        assert_eq!(get(&X_RATELIMIT_LIMIT), Some(HeaderValue::from(5000u32)));
+    }
+}

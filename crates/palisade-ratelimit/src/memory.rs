@@ -1,0 +1,161 @@
+//! The in-memory store: core's bounded keyed store of theoretical arrival
+//! times, every policy of a request decided under one transaction.
+
+use std::sync::Arc;
+
+use palisade_core::ConfigError;
+use palisade_core::clock::{Clock, Nanos, SystemClock};
+use palisade_core::store::{Idle, KeyedStore, StoreFull};
+use smallvec::SmallVec;
+
+use crate::gcra::{self, Decision, Quota};
+
+/// A theoretical arrival time, in the clock's nanoseconds. Idle once it has
+/// passed: a key whose TAT is behind us is indistinguishable from a new key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tat(u64);
+
+impl Idle for Tat {
+    #[inline]
+    fn is_idle(&self, now: Nanos) -> bool {
+        gcra::is_idle(self.0, now.as_u64())
+    }
+}
+
+/// One policy's part of a request's decision.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Check {
+    pub(crate) hash: u64,
+    pub(crate) quota: Quota,
+    pub(crate) cost: u32,
+    /// Refusals of this check refuse the request (false: shadow, or not
+    /// enforced for this request).
+    pub(crate) enforced: bool,
+    /// Charged now (false: charged after the response, if it matches).
+    pub(crate) charge_now: bool,
+    pub(crate) decision: Option<Decision>,
+}
+
+/// In-memory rate-limit state: bounded (a hard cap on keys), idle keys
+/// evicted on the request path and memory given back. Cheap to clone;
+/// clones share state, so one store can serve several layers.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    cells: Arc<KeyedStore<Tat>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::builder()
+            .build()
+            .unwrap_or_else(|_| unreachable!("the default configuration is valid"))
+    }
+}
+
+/// Builds a [`MemoryStore`].
+#[derive(Debug)]
+pub struct MemoryStoreBuilder {
+    capacity: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryStoreBuilder {
+    /// The most keys held at once (default 1,000,000, about 36 MB). New keys
+    /// beyond it are refused (503) while every held key is live.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The clock (default: the system clock); tests use a manual one.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Validates and builds.
+    pub fn build(self) -> Result<MemoryStore, ConfigError> {
+        Ok(MemoryStore {
+            cells: Arc::new(KeyedStore::builder().capacity(self.capacity).build()?),
+            clock: self.clock,
+        })
+    }
+}
+
+impl MemoryStore {
+    /// A builder with the defaults.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            capacity: 1_000_000,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The number of keys held (idle ones not yet swept included).
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    pub(crate) fn hash(&self, policy: &str, key: &[u8]) -> u64 {
+        self.cells.hash_key(&(policy, key))
+    }
+
+    /// Decides every check together: the request passes only if every
+    /// enforced check fits, and only then is anything charged. Returns
+    /// whether it passes.
+    pub(crate) fn decide(&self, checks: &mut [Check]) -> Result<bool, StoreFull> {
+        let now = self.clock.now();
+        let hashes: SmallVec<[u64; 4]> = checks.iter().map(|c| c.hash).collect();
+        self.cells.transact(&hashes, now, |tx| {
+            let mut passes = true;
+            for (i, check) in checks.iter_mut().enumerate() {
+                let tat = tx.get(i).map(|t| t.0);
+                let decision = gcra::decide(&check.quota, tat, now.as_u64(), check.cost);
+                passes &= decision.allowed || !check.enforced;
+                check.decision = Some(decision);
+            }
+            if !passes {
+                // Nothing is charged: report the policies that had room as
+                // they stand, not as if this request had been charged.
+                for (i, check) in checks.iter_mut().enumerate() {
+                    if check.decision.is_some_and(|d| d.allowed) {
+                        let tat = tx.get(i).map(|t| t.0);
+                        check.decision = Some(gcra::decide(&check.quota, tat, now.as_u64(), 0));
+                    }
+                }
+            } else {
+                for (i, check) in checks.iter().enumerate() {
+                    if let Some(decision) = check.decision
+                        && decision.allowed
+                        && check.charge_now
+                    {
+                        tx.set(i, Tat(decision.tat))?;
+                    }
+                }
+            }
+            Ok(passes)
+        })
+    }
+
+    /// Charges one check after the response (response-dependent policies).
+    pub(crate) fn charge(&self, check: &Check) {
+        let now = self.clock.now();
+        let _ = self.cells.update_hashed(
+            check.hash,
+            now,
+            || Tat(now.as_u64()),
+            |tat| {
+                let decision = gcra::decide(&check.quota, Some(tat.0), now.as_u64(), check.cost);
+                if decision.allowed {
+                    tat.0 = decision.tat;
+                }
+            },
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! The rate-limit layer over a real axum server: fields parsed back with a
+//! structured-field parser, Retry-After, all-or-nothing charging across
+//! policies, tiers by principal, response-dependent charging, shadow mode,
+//! exemptions, refill over (manual) time, and state shared across routes.
+
+// A failed expectation in a test is a failing test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use palisade_core::clock::ManualClock;
+use palisade_core::key::KeyFn;
+use palisade_core::principal::Principal;
+use palisade_ratelimit::{
+    HeaderOptions, MemoryStore, Quota, RateLimitLayer, RateLimitPolicy, TierBy, TierLimit, Tiers,
+};
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .expect("serve");
+    });
+    addr
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response<Bytes> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "test");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = sender
+        .send_request(builder.body(Empty::<Bytes>::new()).expect("request"))
+        .await
+        .expect("response");
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, body.collect().await.expect("body").to_bytes())
+}
+
+/// `RateLimit` / `RateLimit-Policy` parsed as structured-field lists:
+/// policy name to its integer parameters.
+fn parse_list(headers: &HeaderMap, name: &str) -> Vec<(String, Vec<(String, i64)>)> {
+    let Some(value) = headers.get(name) else {
+        return Vec::new();
+    };
+    let list: sfv::List =
+        sfv::Parser::parse_list(value.as_bytes()).expect("a valid structured-field list");
+    list.into_iter()
+        .map(|entry| match entry {
+            sfv::ListEntry::Item(item) => {
+                let name = match item.bare_item {
+                    sfv::BareItem::String(s) => s,
+                    other => panic!("member is not a string: {other:?}"),
+                };
+                let params = item
+                    .params
+                    .into_iter()
+                    .map(|(k, v)| (k, v.as_int().expect("integer parameter")))
+                    .collect();
+                (name, params)
+            }
+            sfv::ListEntry::InnerList(_) => panic!("inner lists are not expected"),
+        })
+        .collect()
+}
+
+fn param(list: &[(String, Vec<(String, i64)>)], policy: &str, key: &str) -> Option<i64> {
+    list.iter()
+        .find(|(name, _)| name == policy)
+        .and_then(|(_, params)| params.iter().find(|(k, _)| k == key).map(|(_, v)| *v))
+}
+
+fn json(response: &Response<Bytes>) -> serde_json::Value {
+    serde_json::from_slice(response.body()).expect("JSON")
+}
+
+fn manual_store() -> (ManualClock, MemoryStore) {
+    let clock = ManualClock::new();
+    let store = MemoryStore::builder()
+        .clock(clock.clone())
+        .build()
+        .expect("store");
+    (clock, store)
+}
+
+#[tokio::test]
+async fn fields_parse_back_and_refusal_carries_retry_after_consistent_with_t() {
+    let (clock, store) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder(
+                "per_ip",
+                KeyFn::ClientIp,
+                Quota::per_minute(6).burst(3).unwrap(),
+            )
+            .build()
+            .unwrap(),
+        )
+        .store(store)
+        .headers(HeaderOptions {
+            on_allowed: true,
+            legacy: true,
+        })
+        .build()
+        .unwrap();
+    let addr = serve(
+        Router::new()
+            .route("/api", get(|| async { "ok" }))
+            .layer(layer),
+    )
+    .await;
+
+    for expected_remaining in [2, 1, 0] {
+        let ok = send(addr, "GET", "/api", &[]).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        let policy = parse_list(ok.headers(), "ratelimit-policy");
+        assert_eq!(param(&policy, "per_ip", "q"), Some(6));
+        assert_eq!(param(&policy, "per_ip", "w"), Some(60));
+        let state = parse_list(ok.headers(), "ratelimit");
+        assert_eq!(param(&state, "per_ip", "r"), Some(expected_remaining));
+        assert_eq!(
+            ok.headers()["x-ratelimit-remaining"],
+            expected_remaining.to_string()
+        );
+        assert_eq!(ok.headers()["x-ratelimit-limit"], "6");
+    }
+    let refused = send(addr, "GET", "/api", &[]).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let retry_after: i64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let state = parse_list(refused.headers(), "ratelimit");
+    let t = param(&state, "per_ip", "t").expect("t");
+    assert_eq!(param(&state, "per_ip", "r"), Some(0));
+    assert!(
+        retry_after >= 1 && retry_after <= t,
+        "Retry-After {retry_after}, t {t}"
+    );
+    assert_eq!(retry_after, 10, "one cell every 10 s");
+    let problem = json(&refused);
+    assert_eq!(problem["type"], "urn:palisade:problem:quota-exceeded");
+    assert_eq!(problem["violated_policies"], serde_json::json!(["per_ip"]));
+
+    // After Retry-After, exactly one more fits.
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        send(addr, "GET", "/api", &[]).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(addr, "GET", "/api", &[]).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn policies_are_all_or_nothing() {
+    let (_clock, store) = manual_store();
+    let tight = RateLimitPolicy::builder("tight", KeyFn::ClientIp, Quota::per_minute(2))
+        .build()
+        .unwrap();
+    let loose = RateLimitPolicy::builder("loose", KeyFn::Global, Quota::per_minute(10))
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder()
+        .policy(tight)
+        .policy(loose)
+        .store(store)
+        .build()
+        .unwrap();
+    let addr = serve(
+        Router::new()
+            .route("/x", get(|| async { "x" }))
+            .layer(layer),
+    )
+    .await;
+
+    for _ in 0..2 {
+        assert_eq!(send(addr, "GET", "/x", &[]).await.status(), StatusCode::OK);
+    }
+    for _ in 0..5 {
+        let refused = send(addr, "GET", "/x", &[]).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            json(&refused)["violated_policies"],
+            serde_json::json!(["tight"])
+        );
+        // The loose policy was not charged by refused requests.
+        let state = parse_list(refused.headers(), "ratelimit");
+        assert_eq!(param(&state, "loose", "r"), Some(8));
+    }
+}
+
+/// Inserts a principal whose role is the `x-plan` header, standing in for an
+/// authentication layer.
+fn with_plan_principal(mut request: Request<axum::body::Body>) -> Request<axum::body::Body> {
+    if let Some(plan) = request
+        .headers()
+        .get("x-plan")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    {
+        let principal = Principal::builder(format!("user-{plan}"))
+            .roles([plan])
+            .build();
+        request.extensions_mut().insert(principal);
+    }
+    request
+}
+
+#[tokio::test]
+async fn tiers_follow_the_principal() {
+    let (_clock, store) = manual_store();
+    let tiers = Tiers::new(
+        TierBy::Role,
+        [
+            ("free", TierLimit::Limited(Quota::per_minute(2))),
+            ("pro", TierLimit::Limited(Quota::per_minute(5))),
+            ("unlimited", TierLimit::Unlimited),
+        ],
+        "free",
+    )
+    .unwrap();
+    let layer = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::tiered("per_user", KeyFn::Subject, tiers)
+                .build()
+                .unwrap(),
+        )
+        .store(store)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/api", get(|| async { "ok" }))
+        .layer(layer)
+        .layer(axum::middleware::map_request(
+            |r: Request<axum::body::Body>| async { with_plan_principal(r) },
+        ));
+    let addr = serve(app).await;
+
+    let admitted = |plan: &'static str| async move {
+        let mut n = 0;
+        for _ in 0..20 {
+            let response = send(addr, "GET", "/api", &[("x-plan", plan)]).await;
+            if response.status() == StatusCode::OK {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert_eq!(admitted("free").await, 2);
+    assert_eq!(admitted("pro").await, 5);
+    assert_eq!(admitted("unlimited").await, 20);
+    let pro = send(addr, "GET", "/api", &[("x-plan", "pro")]).await;
+    assert_eq!(
+        param(
+            &parse_list(pro.headers(), "ratelimit-policy"),
+            "per_user",
+            "q"
+        ),
+        Some(5)
+    );
+    let unlimited = send(addr, "GET", "/api", &[("x-plan", "unlimited")]).await;
+    assert!(
+        unlimited.headers().get("ratelimit").is_none(),
+        "no limit, no fields"
+    );
+    // Anonymous requests share the default tier's single bucket.
+    assert_eq!(
+        send(addr, "GET", "/api", &[]).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn only_failed_logins_are_charged() {
+    let (clock, store) = manual_store();
+    let logins = RateLimitPolicy::builder("failed_logins", KeyFn::ClientIp, Quota::per_hour(3))
+        .charge_when(|status| status == StatusCode::UNAUTHORIZED)
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder()
+        .policy(logins)
+        .store(store)
+        .build()
+        .unwrap();
+    let login = post(|headers: HeaderMap| async move {
+        if headers.get("x-password").is_some_and(|p| p == "right") {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        }
+    });
+    let addr = serve(Router::new().route("/auth/login", login).route_layer(layer)).await;
+
+    for _ in 0..10 {
+        assert_eq!(
+            send(addr, "POST", "/auth/login", &[("x-password", "right")])
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            send(addr, "POST", "/auth/login", &[("x-password", "wrong")])
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let blocked = send(addr, "POST", "/auth/login", &[("x-password", "right")]).await;
+    assert_eq!(
+        blocked.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "three failures lock the key, even with the right password"
+    );
+    clock.advance(Duration::from_secs(1200));
+    assert_eq!(
+        send(addr, "POST", "/auth/login", &[("x-password", "right")])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn shadow_mode_reports_but_never_refuses_and_exemptions_skip_the_policy() {
+    let (_clock, store) = manual_store();
+    let shadow = RateLimitPolicy::builder("trial", KeyFn::ClientIp, Quota::per_minute(1))
+        .shadow(true)
+        .build()
+        .unwrap();
+    let enforced = RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, Quota::per_minute(2))
+        .exempt_path("/health")
+        .exempt_method(http::Method::OPTIONS)
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder()
+        .policy(shadow)
+        .policy(enforced)
+        .store(store)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/api", get(|| async { "ok" }).options(|| async { "" }))
+        .layer(layer);
+    let addr = serve(app).await;
+
+    for _ in 0..2 {
+        assert_eq!(
+            send(addr, "GET", "/api", &[]).await.status(),
+            StatusCode::OK
+        );
+    }
+    let second = send(addr, "GET", "/api", &[]).await;
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        json(&second)["violated_policies"],
+        serde_json::json!(["per_ip"]),
+        "shadow policies are never listed as violated"
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            send(addr, "GET", "/health", &[]).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(addr, "OPTIONS", "/api", &[]).await.status(),
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_layer_on_several_routes_shares_its_state() {
+    let (_clock, store) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, Quota::per_minute(3))
+                .build()
+                .unwrap(),
+        )
+        .store(store)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/a", get(|| async { "a" }).route_layer(layer.clone()))
+        .route("/b", get(|| async { "b" }).route_layer(layer));
+    let addr = serve(app).await;
+    assert_eq!(send(addr, "GET", "/a", &[]).await.status(), StatusCode::OK);
+    assert_eq!(send(addr, "GET", "/b", &[]).await.status(), StatusCode::OK);
+    assert_eq!(send(addr, "GET", "/a", &[]).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(addr, "GET", "/b", &[]).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
