@@ -18,10 +18,21 @@
 //! - `RUST_LOG`: log filter (default `info`; audit events are under
 //!   `palisade::audit`).
 //!
+//! - `RATE_PER_MINUTE`: the per-client-address limit (default 120 per
+//!   minute, bursts of 30);
+//! - `DEMO_PASSWORD`: the password of the demo login (default
+//!   `palisade-demo`).
+//!
 //! Routes:
-//! - `GET /health`: always open;
+//! - `GET /health`: always open, never rate limited;
 //! - `GET /api/scans`, `POST /api/scans`, `GET /api/scans/{id}`;
-//! - `DELETE /api/scans/{id}`: admin networks only.
+//! - `DELETE /api/scans/{id}`: admin networks only;
+//! - `POST /auth/login`: a demo password check (`{"password": "..."}`), 200
+//!   or 401; five failures per client address in 15 minutes lock it out.
+//!
+//! Limits: a per-client-address policy on every route but `/health` and
+//! CORS preflights (`RateLimit` fields on every response), and a
+//! failed-login policy that counts only 401 answers of `/auth/login`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -38,6 +49,8 @@ use ipnet::IpNet;
 use palisade::core::Rejection;
 use palisade::core::client_ip::{ClientIp, ClientIpLayer, ClientIpResolver};
 use palisade::core::guard::{GuardLayer, RequestHead};
+use palisade::core::key::KeyFn;
+use palisade::ratelimit::{Quota, RateLimitLayer, RateLimitPolicy};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -148,6 +161,31 @@ async fn delete_scan(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    password: String,
+}
+
+/// A stand-in for a real login: checks one demo password. It shows the
+/// failed-login policy at work; it issues no token.
+async fn login(
+    State(password): State<Arc<str>>,
+    body: Result<Json<Login>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, Rejection> {
+    let Json(login) = body.map_err(json_rejection)?;
+    if constant_time_eq(login.password.as_bytes(), password.as_bytes()) {
+        Ok(Json(serde_json::json!({ "status": "ok" })))
+    } else {
+        Err(Rejection::unauthenticated().with_detail("Wrong password."))
+    }
+}
+
+/// Compares without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn not_found() -> Rejection {
     Rejection::not_found().with_detail("No route here. Try GET /health or /api/scans.")
 }
@@ -215,10 +253,41 @@ pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>>
         )
         .with_state(Scans::default());
 
+    let per_ip = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder(
+                "per_ip",
+                KeyFn::ClientIp,
+                Quota::per_minute(config.rate_per_minute)
+                    .burst(config.rate_per_minute.div_ceil(4))?,
+            )
+            .exempt_path("/health")
+            .exempt_method(Method::OPTIONS)
+            .build()?,
+        )
+        .build()?;
+    let failed_logins = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder(
+                "failed_logins",
+                KeyFn::ClientIp,
+                Quota::new(5, Duration::from_secs(15 * 60)),
+            )
+            .charge_when(|status| status == StatusCode::UNAUTHORIZED)
+            .build()?,
+        )
+        .build()?;
+    let auth = Router::new()
+        .route("/auth/login", axum::routing::post(login))
+        .route_layer(failed_logins)
+        .with_state(Arc::<str>::from(config.demo_password.as_str()));
+
     Ok(Router::new()
         .route("/health", get(health))
         .merge(api)
+        .merge(auth)
         .fallback(not_found)
+        .layer(per_ip)
         .layer(
             ServiceBuilder::new()
                 // Spans carry method and path only: queries can hold tokens.
@@ -243,6 +312,8 @@ pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>>
 
 pub(crate) struct Config {
     pub(crate) port: u16,
+    pub(crate) rate_per_minute: u32,
+    pub(crate) demo_password: String,
     pub(crate) trusted_proxies: Vec<String>,
     pub(crate) admin_networks: Arc<[IpNet]>,
     pub(crate) cors_origins: Vec<String>,
@@ -273,8 +344,19 @@ impl Config {
                     .map_err(|_| format!("ADMIN_NETWORKS: {net:?} is not a CIDR"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let rate_per_minute = match std::env::var("RATE_PER_MINUTE") {
+            Ok(rate) => rate
+                .parse()
+                .ok()
+                .filter(|r| *r > 0)
+                .ok_or_else(|| format!("RATE_PER_MINUTE={rate:?} is not a positive number"))?,
+            Err(_) => 120,
+        };
         Ok(Self {
             port,
+            rate_per_minute,
+            demo_password: std::env::var("DEMO_PASSWORD")
+                .unwrap_or_else(|_| "palisade-demo".to_owned()),
             trusted_proxies: list("TRUSTED_PROXIES", ""),
             admin_networks: admin_networks.into(),
             cors_origins: list("CORS_ORIGINS", "http://localhost:3000"),
@@ -309,6 +391,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  curl -i -X DELETE {base}/api/scans/1          # admin networks only (loopback by default)"
     );
     println!("  curl -i {base}/nope                           # problem+json 404");
+    println!(
+        "  curl -i -X POST {base}/auth/login -H 'content-type: application/json' -d '{{\"password\":\"wrong\"}}'"
+    );
+    println!("       # five failures lock the address out for a while (429, Retry-After)");
+    println!(
+        "  for i in $(seq 40); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/api/scans; done; echo"
+    );
+    println!("       # the per-address limit: RateLimit fields on every response, then 429");
     println!("  curl -i -X POST {base}/api/scans -d 'oops'    # problem+json 400");
     println!("  curl -i -H 'x-forwarded-for: 6.6.6.6' -X POST {base}/api/scans \\");
     println!(

@@ -3,6 +3,7 @@
 //! # Modules
 //!
 //! - [`core`]: `palisade-core`, always present.
+//! - `ratelimit`: `palisade-ratelimit`, with the `ratelimit` feature (default).
 //! - `redis`: `palisade-redis`, with the `redis` feature.
 //! - [`architecture`] and [`benchmarks`]: the project's documents.
 
@@ -12,6 +13,9 @@ pub use palisade_core as core;
 
 #[cfg(feature = "redis")]
 pub use palisade_redis as redis;
+
+#[cfg(feature = "ratelimit")]
+pub use palisade_ratelimit as ratelimit;
 
 #[doc = include_str!("../docs/architecture.md")]
 pub mod architecture {}

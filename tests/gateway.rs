@@ -19,6 +19,8 @@ use http_body_util::Empty;
 async fn serve(admin_networks: &[&str], trusted_proxies: &[&str]) -> SocketAddr {
     let config = gateway::Config {
         port: 0,
+        rate_per_minute: 1_000,
+        demo_password: "open sesame".to_owned(),
         trusted_proxies: trusted_proxies.iter().map(|s| (*s).to_owned()).collect(),
         admin_networks: admin_networks
             .iter()
@@ -257,6 +259,63 @@ async fn an_unreadable_forwarding_header_never_opens_admin_routes() {
     )
     .await;
     assert_eq!(outside.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn responses_carry_rate_limit_fields_and_health_is_exempt() {
+    let addr = serve(&["127.0.0.0/8"], &[]).await;
+    let listed = get(addr, "/api/scans", &[]).await;
+    assert_eq!(
+        listed.headers()["ratelimit-policy"],
+        "\"per_ip\";q=1000;w=60"
+    );
+    assert!(
+        listed.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"per_ip\";r=")
+    );
+    let health = get(addr, "/health", &[]).await;
+    assert!(health.headers().get("ratelimit").is_none());
+}
+
+#[tokio::test]
+async fn five_failed_logins_lock_the_address_out() {
+    let addr = serve(&["127.0.0.0/8"], &[]).await;
+    let body = r#"{"password":"open sesame"}"#;
+    let json_type = [("content-type", "application/json")];
+    assert_eq!(
+        request(addr, "POST", "/auth/login", &json_type, body)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    for _ in 0..5 {
+        let wrong = request(
+            addr,
+            "POST",
+            "/auth/login",
+            &json_type,
+            r#"{"password":"guess"}"#,
+        )
+        .await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(wrong.headers()["content-type"], "application/problem+json");
+    }
+    let locked = request(addr, "POST", "/auth/login", &json_type, body).await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        locked.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        json(&locked)["violated_policies"],
+        serde_json::json!(["failed_logins"])
+    );
 }
 
 #[tokio::test]

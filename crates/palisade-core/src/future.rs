@@ -24,7 +24,10 @@ pin_project! {
     #[derive(Debug)]
     enum Kind<F, B> {
         Inner { #[pin] future: F },
-        Rejected { response: Option<Response<ResponseBody<B>>> },
+        // Boxed: a response is a few hundred bytes, and the rejected path is
+        // the rare one; unboxed it would make every future that large, and
+        // futures are moved on every call.
+        Rejected { response: Option<Box<Response<ResponseBody<B>>>> },
     }
 }
 
@@ -42,7 +45,7 @@ impl<F, B> ResponseFuture<F, B> {
     pub fn rejected(response: Response<ResponseBody<B>>) -> Self {
         Self {
             kind: Kind::Rejected {
-                response: Some(response),
+                response: Some(Box::new(response)),
             },
         }
     }
@@ -61,7 +64,7 @@ where
                 .poll(cx)
                 .map(|result| result.map(|response| response.map(ResponseBody::inner))),
             KindProj::Rejected { response } => match response.take() {
-                Some(response) => Poll::Ready(Ok(response)),
+                Some(response) => Poll::Ready(Ok(*response)),
                 // Polled again after completion: a caller bug. Stay pending
                 // rather than panic; futures must not be polled after Ready.
                 None => Poll::Pending,

@@ -153,7 +153,62 @@ pub struct Decision {
 /// stores `decision.tat` only if it charges the request.
 #[inline]
 pub fn decide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> Decision {
-    // u128 throughout: saturating in u64 would make a huge cost look free.
+    let start = tat.map_or(now, |tat| tat.max(now));
+    // The common case in u64; u128 only when a product could overflow
+    // (saturating would make a huge cost look free).
+    match (
+        quota.emission_ns.checked_mul(u64::from(cost)),
+        quota.emission_ns.checked_mul(u64::from(quota.burst)),
+    ) {
+        (Some(increment), Some(tolerance)) => match start.checked_add(increment) {
+            Some(new_tat) => decide_u64(quota, tat, now, start, increment, tolerance, new_tat),
+            None => decide_wide(quota, tat, now, cost),
+        },
+        _ => decide_wide(quota, tat, now, cost),
+    }
+}
+
+#[inline]
+fn decide_u64(
+    quota: &Quota,
+    tat: Option<u64>,
+    now: u64,
+    start: u64,
+    increment: u64,
+    tolerance: u64,
+    new_tat: u64,
+) -> Decision {
+    let emission = quota.emission_ns;
+    let cells = |n: u64| u32::try_from(n / emission).unwrap_or(u32::MAX);
+    let ahead = new_tat - now;
+    if ahead <= tolerance {
+        Decision {
+            allowed: true,
+            tat: new_tat,
+            remaining: cells(tolerance - ahead),
+            reset: Duration::from_nanos(ahead),
+            retry_after: Duration::ZERO,
+        }
+    } else {
+        let current = start - now;
+        Decision {
+            allowed: false,
+            tat: tat.unwrap_or(now),
+            remaining: cells(tolerance.saturating_sub(current)),
+            reset: Duration::from_nanos(current),
+            // A cost above the burst never fits: say so with the time to a
+            // full bucket plus one more period.
+            retry_after: Duration::from_nanos(if increment > tolerance {
+                current.saturating_add(quota.period_ns)
+            } else {
+                ahead - tolerance
+            }),
+        }
+    }
+}
+
+#[cold]
+fn decide_wide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> Decision {
     let emission = u128::from(quota.emission_ns);
     let tolerance = emission * u128::from(quota.burst);
     let now_wide = u128::from(now);
@@ -178,8 +233,6 @@ pub fn decide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> Decision 
             tat: tat.unwrap_or(now),
             remaining: cells(tolerance.saturating_sub(current)),
             reset: nanos(current),
-            // A cost above the burst never fits: say so with the time to a
-            // full bucket plus one more period.
             retry_after: if increment > tolerance {
                 nanos(current + u128::from(quota.period_ns))
             } else {

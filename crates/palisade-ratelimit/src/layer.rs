@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response};
 use palisade_core::audit::AuditEvent;
 use palisade_core::body::ResponseBody;
 use palisade_core::future::ResponseFuture as CoreFuture;
@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::headers::{self, HeaderOptions, Reported};
+use crate::headers::{self, Fields, HeaderOptions, Reported};
 use crate::memory::{Check, MemoryStore};
 use crate::policy::{ChargePredicate, MissingKey, QuotaSource, RateLimitPolicy, TierLimit};
 
@@ -60,7 +60,7 @@ struct Shared {
 struct Compiled {
     policy: RateLimitPolicy,
     /// `"name";q=..;w=..` per tier (one for a fixed quota); computed once.
-    members: Vec<String>,
+    members: Vec<HeaderValue>,
 }
 
 impl fmt::Debug for RateLimitLayer {
@@ -137,7 +137,7 @@ impl RateLimitLayerBuilder {
                             TierLimit::Limited(quota) => {
                                 headers::policy_member(&policy.name, quota)
                             }
-                            TierLimit::Unlimited => String::new(),
+                            TierLimit::Unlimited => HeaderValue::from_static(""),
                         })
                         .collect(),
                 };
@@ -272,7 +272,7 @@ where
         if checks.is_empty() {
             return ResponseFuture::new(
                 CoreFuture::inner(self.inner.call(request)),
-                Vec::new(),
+                Fields::new(),
                 None,
             );
         }
@@ -291,7 +291,7 @@ where
                     .with_detail("Too many clients at once; retry shortly.");
                 return ResponseFuture::new(
                     CoreFuture::rejected(respond(&request, rejection)),
-                    Vec::new(),
+                    Fields::new(),
                     None,
                 );
             }
@@ -342,7 +342,7 @@ where
                 .emit();
             return ResponseFuture::new(
                 CoreFuture::rejected(respond(&request, rejection)),
-                Vec::new(),
+                Fields::new(),
                 None,
             );
         }
@@ -358,7 +358,7 @@ where
         let fields = if shared.headers.on_allowed {
             headers::fields(&reported, shared.headers)
         } else {
-            Vec::new()
+            Fields::new()
         };
         let deferred: SmallVec<[(Check, ChargePredicate); 2]> = checks
             .iter()
@@ -387,13 +387,20 @@ struct Deferred {
     checks: SmallVec<[(Check, ChargePredicate); 2]>,
 }
 
+/// What an allowed request still owes its response: fields to add and
+/// charges to make. Boxed, so the future stays small (futures are moved on
+/// every call; a large one costs more in copies than one allocation).
+struct AfterResponse {
+    fields: Fields,
+    deferred: Option<Deferred>,
+}
+
 pin_project! {
     /// The response future of [`RateLimit`].
     pub struct ResponseFuture<F, B> {
         #[pin]
         inner: CoreFuture<F, B>,
-        fields: Vec<(HeaderName, HeaderValue)>,
-        deferred: Option<Deferred>,
+        after: Option<Box<AfterResponse>>,
     }
 }
 
@@ -404,16 +411,10 @@ impl<F, B> fmt::Debug for ResponseFuture<F, B> {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    fn new(
-        inner: CoreFuture<F, B>,
-        fields: Vec<(HeaderName, HeaderValue)>,
-        deferred: Option<Deferred>,
-    ) -> Self {
-        Self {
-            inner,
-            fields,
-            deferred,
-        }
+    fn new(inner: CoreFuture<F, B>, fields: Fields, deferred: Option<Deferred>) -> Self {
+        let after = (!fields.is_empty() || deferred.is_some())
+            .then(|| Box::new(AfterResponse { fields, deferred }));
+        Self { inner, after }
     }
 }
 
@@ -426,13 +427,17 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
-        for (name, value) in this.fields.drain(..) {
+        let Some(after) = this.after.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        let AfterResponse { fields, deferred } = *after;
+        let headers = response.headers_mut();
+        headers.reserve(fields.len());
+        for (name, value) in fields {
             // A handler's own values win.
-            if !response.headers().contains_key(&name) {
-                response.headers_mut().insert(name, value);
-            }
+            headers.entry(name).or_insert(value);
         }
-        if let Some(deferred) = this.deferred.take() {
+        if let Some(deferred) = deferred {
             let status = response.status();
             for (check, predicate) in &deferred.checks {
                 if predicate(status) {

@@ -102,6 +102,46 @@ impl MemoryStore {
         self.cells.is_empty()
     }
 
+    /// Decides one request of `cost` for `key` in `namespace` (a policy
+    /// name) and charges it when it fits: the limiter without the layer, for
+    /// limits decided inside a handler or a background job.
+    ///
+    /// ```
+    /// use palisade_ratelimit::{MemoryStore, Quota};
+    ///
+    /// let store = MemoryStore::default();
+    /// let quota = Quota::per_minute(2);
+    /// assert!(store.check("exports", b"tenant-7", &quota, 1)?.allowed);
+    /// assert!(store.check("exports", b"tenant-7", &quota, 1)?.allowed);
+    /// assert!(!store.check("exports", b"tenant-7", &quota, 1)?.allowed);
+    /// # Ok::<(), palisade_core::store::StoreFull>(())
+    /// ```
+    pub fn check(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        quota: &Quota,
+        cost: u32,
+    ) -> Result<Decision, StoreFull> {
+        let now = self.clock.now();
+        let hash = self.hash(namespace, key);
+        // A new key starts as a full bucket: decide against "no TAT", and
+        // store the TAT only when the request fits.
+        self.cells.update_hashed(
+            hash,
+            now,
+            || Tat(0),
+            |tat| {
+                let stored = (!tat.is_idle(now)).then_some(tat.0);
+                let decision = gcra::decide(quota, stored, now.as_u64(), cost);
+                if decision.allowed {
+                    tat.0 = decision.tat;
+                }
+                decision
+            },
+        )
+    }
+
     pub(crate) fn hash(&self, policy: &str, key: &[u8]) -> u64 {
         self.cells.hash_key(&(policy, key))
     }

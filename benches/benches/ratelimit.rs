@@ -1,0 +1,175 @@
+//! The rate-limit layer beside tower_governor (with its headers) and the raw
+//! decision beside governor's `check_key`, in one run, at one key and at
+//! 100,000 keys (client addresses).
+//!
+//! ```text
+//! cargo bench -p palisade-benches --bench ratelimit
+//! ```
+//!
+//! Every request is allowed (the quotas are far above the request rate), so
+//! the allowed path, the one every request takes, is what is measured. Both
+//! layers add their rate-limit headers to the response.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use governor::{Quota as GovernorQuota, RateLimiter};
+use http::{Request, Response};
+use palisade_benches::client_ip;
+use palisade_core::key::KeyFn;
+use palisade_ratelimit::{HeaderOptions, MemoryStore, Quota, RateLimitLayer, RateLimitPolicy};
+use tower::{Layer, Service, ServiceExt};
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::PeerIpKeyExtractor;
+
+const BURST: u32 = 1_000_000_000;
+
+fn request(ip: IpAddr) -> Request<Body> {
+    let mut request = Request::get("/api/scans")
+        .body(Body::empty())
+        .unwrap_or_default();
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(ip, 4000)));
+    request
+}
+
+async fn ok(_request: Request<Body>) -> Result<Response<Body>, Infallible> {
+    Ok(Response::new(Body::empty()))
+}
+
+fn bench_ratelimit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("ratelimit_layer");
+    group.measurement_time(Duration::from_secs(3));
+
+    let ours = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, Quota::per_second(BURST))
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ours_quiet = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, Quota::per_second(BURST))
+                .build()
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .headers(HeaderOptions {
+            on_allowed: false,
+            legacy: false,
+        })
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(BURST)
+        .key_extractor(PeerIpKeyExtractor)
+        .use_headers()
+        .finish()
+        .unwrap_or_else(|| panic!("tower_governor config"));
+    let theirs: GovernorLayer<_, _, Body> = GovernorLayer::new(Arc::new(config));
+
+    for (label, keys) in [("1 key", 1u64), ("100k keys", 100_000)] {
+        let mut bare = tower::service_fn(ok);
+        let mut n = 0u64;
+        group.bench_function(BenchmarkId::new("bare service", label), |b| {
+            b.iter(|| {
+                n = (n + 7_919) % keys;
+                runtime.block_on(async {
+                    let service = bare.ready().await.unwrap_or_else(|e| match e {});
+                    black_box(service.call(request(client_ip(n))).await)
+                })
+            })
+        });
+        let mut palisade = ours.layer(tower::service_fn(ok));
+        let mut n = 0u64;
+        group.bench_function(BenchmarkId::new("palisade", label), |b| {
+            b.iter(|| {
+                n = (n + 7_919) % keys;
+                runtime.block_on(async {
+                    let service = palisade.ready().await.unwrap_or_else(|e| match e {});
+                    let response = service.call(request(client_ip(n))).await;
+                    debug_assert!(
+                        response
+                            .as_ref()
+                            .is_ok_and(|r| r.headers().contains_key("ratelimit"))
+                    );
+                    black_box(response)
+                })
+            })
+        });
+        let mut quiet = ours_quiet.layer(tower::service_fn(ok));
+        let mut n = 0u64;
+        group.bench_function(
+            BenchmarkId::new("palisade, fields on refusals only", label),
+            |b| {
+                b.iter(|| {
+                    n = (n + 7_919) % keys;
+                    runtime.block_on(async {
+                        let service = quiet.ready().await.unwrap_or_else(|e| match e {});
+                        black_box(service.call(request(client_ip(n))).await)
+                    })
+                })
+            },
+        );
+        let mut governed = theirs.layer(tower::service_fn(ok));
+        let mut n = 0u64;
+        group.bench_function(BenchmarkId::new("tower_governor", label), |b| {
+            b.iter(|| {
+                n = (n + 7_919) % keys;
+                runtime.block_on(async {
+                    let service = governed.ready().await.unwrap_or_else(|e| panic!("{e}"));
+                    black_box(service.call(request(client_ip(n))).await)
+                })
+            })
+        });
+    }
+    group.finish();
+
+    // The decision alone: palisade's store beside governor's check_key.
+    let mut group = c.benchmark_group("ratelimit_decision");
+    group.measurement_time(Duration::from_secs(3));
+    let store = MemoryStore::default();
+    let quota = Quota::per_second(BURST);
+    let limiter = RateLimiter::<IpAddr, _, _>::keyed(GovernorQuota::per_second(
+        NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MAX),
+    ));
+    for (label, keys) in [("1 key", 1u64), ("100k keys", 100_000)] {
+        let mut n = 0u64;
+        group.bench_function(BenchmarkId::new("palisade check", label), |b| {
+            b.iter(|| {
+                n = (n + 7_919) % keys;
+                let ip = client_ip(n);
+                let bytes = match ip {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                    IpAddr::V6(v6) => v6.octets(),
+                };
+                black_box(store.check("per_ip", &bytes, &quota, 1).map(|d| d.allowed))
+            })
+        });
+        let mut n = 0u64;
+        group.bench_function(BenchmarkId::new("governor check_key", label), |b| {
+            b.iter(|| {
+                n = (n + 7_919) % keys;
+                black_box(limiter.check_key(&client_ip(n)).is_ok())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_ratelimit);
+criterion_main!(benches);
