@@ -53,7 +53,7 @@ pub struct RateLimitLayer {
 
 struct Shared {
     policies: Vec<Compiled>,
-    store: MemoryStore,
+    backend: Backend,
     headers: HeaderOptions,
 }
 
@@ -75,7 +75,7 @@ impl fmt::Debug for RateLimitLayer {
                     .map(|c| &c.policy)
                     .collect::<Vec<_>>(),
             )
-            .field("store", &self.shared.store)
+            .field("backend", &self.shared.backend)
             .field("headers", &self.shared.headers)
             .finish()
     }
@@ -85,7 +85,7 @@ impl fmt::Debug for RateLimitLayer {
 #[derive(Debug, Default)]
 pub struct RateLimitLayerBuilder {
     policies: Vec<RateLimitPolicy>,
-    store: Option<MemoryStore>,
+    backend: Option<Backend>,
     headers: HeaderOptions,
 }
 
@@ -99,7 +99,14 @@ impl RateLimitLayerBuilder {
     /// The store (default: a new in-memory store). Layers given clones of
     /// one store share its state; policy names keep their keys apart.
     pub fn store(mut self, store: MemoryStore) -> Self {
-        self.store = Some(store);
+        self.backend = Some(Backend::Memory(store));
+        self
+    }
+
+    /// Keeps the state in Redis, shared by every instance (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub fn redis_store(mut self, store: crate::redis_store::RedisStore) -> Self {
+        self.backend = Some(Backend::Redis(store));
         self
     }
 
@@ -147,7 +154,9 @@ impl RateLimitLayerBuilder {
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
                 policies,
-                store: self.store.unwrap_or_default(),
+                backend: self
+                    .backend
+                    .unwrap_or_else(|| Backend::Memory(MemoryStore::default())),
                 headers: self.headers,
             }),
         })
@@ -160,9 +169,13 @@ impl RateLimitLayer {
         RateLimitLayerBuilder::default()
     }
 
-    /// The store, to inspect or share.
-    pub fn store(&self) -> &MemoryStore {
-        &self.shared.store
+    /// The in-memory store, when the layer keeps its state in memory.
+    pub fn memory_store(&self) -> Option<&MemoryStore> {
+        match &self.shared.backend {
+            Backend::Memory(store) => Some(store),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => None,
+        }
     }
 }
 
@@ -215,93 +228,116 @@ struct Part {
     member: usize,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+/// The checks of one request, before any store is asked.
+struct Plan {
+    checks: SmallVec<[Check; 4]>,
+    parts: SmallVec<[Part; 4]>,
+    /// Redis key names, only for the Redis store.
+    keys: SmallVec<[String; 4]>,
+}
 
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+/// What the store said.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+enum Verdict {
+    Decided(bool),
+    StoreFull,
+    FailOpen,
+    FailClosed,
+}
+
+impl Shared {
+    fn plan<B>(&self, request: &Request<B>) -> Plan {
+        let mut plan = Plan {
+            checks: SmallVec::new(),
+            parts: SmallVec::new(),
+            keys: SmallVec::new(),
+        };
+        let head = RequestHead::of(request);
+        for (index, compiled) in self.policies.iter().enumerate() {
+            let policy = &compiled.policy;
+            if policy.is_exempt(&head) {
+                continue;
+            }
+            let (member, quota) = match &policy.quota {
+                QuotaSource::Fixed(quota) => (0, *quota),
+                QuotaSource::Tiers(tiers) => match tiers.select(head.principal()) {
+                    (tier, TierLimit::Limited(quota)) => (tier, quota),
+                    (_, TierLimit::Unlimited) => continue,
+                },
+            };
+            let key = match policy.key.extract(request) {
+                Some(key) => key,
+                None => match policy.missing_key {
+                    MissingKey::Shared => Key::default(),
+                    MissingKey::Skip => continue,
+                },
+            };
+            let enforced = !policy.shadow
+                && (policy.enforce_percent >= 100 || percent_roll() < policy.enforce_percent);
+            let hash = match &self.backend {
+                Backend::Memory(store) => store.hash(&policy.name, key.as_bytes()),
+                #[cfg(feature = "redis")]
+                Backend::Redis(store) => {
+                    plan.keys.push(store.key_name(&policy.name, &key));
+                    store.hash(&policy.name, key.as_bytes())
+                }
+            };
+            plan.checks.push(Check {
+                hash,
+                quota,
+                cost: policy.weight.cost(&head),
+                enforced,
+                charge_now: policy.charge_when.is_none(),
+                decision: None,
+            });
+            plan.parts.push(Part {
+                policy: index,
+                member,
+            });
+        }
+        plan
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let shared = &*self.shared;
-        let mut checks: SmallVec<[Check; 4]> = SmallVec::new();
-        let mut parts: SmallVec<[Part; 4]> = SmallVec::new();
-        {
-            let head = RequestHead::of(&request);
-            for (index, compiled) in shared.policies.iter().enumerate() {
-                let policy = &compiled.policy;
-                if policy.is_exempt(&head) {
-                    continue;
-                }
-                let (member, quota) = match &policy.quota {
-                    QuotaSource::Fixed(quota) => (0, *quota),
-                    QuotaSource::Tiers(tiers) => match tiers.select(head.principal()) {
-                        (tier, TierLimit::Limited(quota)) => (tier, quota),
-                        (_, TierLimit::Unlimited) => continue,
-                    },
-                };
-                let key = match policy.key.extract(&request) {
-                    Some(key) => key,
-                    None => match policy.missing_key {
-                        MissingKey::Shared => Key::default(),
-                        MissingKey::Skip => continue,
-                    },
-                };
-                let enforced = !policy.shadow
-                    && (policy.enforce_percent >= 100 || percent_roll() < policy.enforce_percent);
-                checks.push(Check {
-                    hash: shared.store.hash(&policy.name, key.as_bytes()),
-                    quota,
-                    cost: policy.weight.cost(&head),
-                    enforced,
-                    charge_now: policy.charge_when.is_none(),
-                    decision: None,
-                });
-                parts.push(Part {
-                    policy: index,
-                    member,
-                });
+    /// Either the rejection to answer with, or the fields and charges the
+    /// response owes.
+    fn conclude<B>(
+        &self,
+        request: &Request<B>,
+        plan: &Plan,
+        verdict: Verdict,
+    ) -> Result<(Fields, Option<Deferred>), Rejection> {
+        let passes = match verdict {
+            Verdict::Decided(passes) => passes,
+            Verdict::FailOpen => return Ok((Fields::new(), None)),
+            Verdict::FailClosed => {
+                AuditEvent::refused(
+                    LAYER,
+                    RejectionKind::Unavailable,
+                    "rate-limit store unavailable",
+                )
+                .request(request)
+                .emit();
+                return Err(Rejection::unavailable(Duration::from_secs(1))
+                    .with_detail("Rate limits cannot be checked right now; retry shortly."));
             }
-        }
-        if checks.is_empty() {
-            return ResponseFuture::new(
-                CoreFuture::inner(self.inner.call(request)),
-                Fields::new(),
-                None,
-            );
-        }
-
-        let passes = match shared.store.decide(&mut checks) {
-            Ok(passes) => passes,
-            Err(_full) => {
+            Verdict::StoreFull => {
                 AuditEvent::refused(
                     LAYER,
                     RejectionKind::Overloaded,
                     "rate-limit store full of live keys",
                 )
-                .request(&request)
+                .request(request)
                 .emit();
-                let rejection = Rejection::overloaded(Duration::from_secs(1))
-                    .with_detail("Too many clients at once; retry shortly.");
-                return ResponseFuture::new(
-                    CoreFuture::rejected(respond(&request, rejection)),
-                    Fields::new(),
-                    None,
-                );
+                return Err(Rejection::overloaded(Duration::from_secs(1))
+                    .with_detail("Too many clients at once; retry shortly."));
             }
         };
-
-        let reported: SmallVec<[Reported<'_>; 4]> = checks
+        let reported: SmallVec<[Reported<'_>; 4]> = plan
+            .checks
             .iter()
-            .zip(&parts)
+            .zip(&plan.parts)
             .filter_map(|(check, part)| {
-                let compiled = &shared.policies[part.policy];
+                let compiled = &self.policies[part.policy];
                 Some(Reported {
                     policy_member: &compiled.members[part.member],
                     name: &compiled.policy.name,
@@ -312,79 +348,181 @@ where
             .collect();
 
         if !passes {
-            let violated: Vec<serde_json::Value> = reported
-                .iter()
-                .zip(&checks)
-                .filter(|(r, check)| check.enforced && !r.decision.allowed)
-                .map(|(r, _)| serde_json::Value::from(r.name))
+            let violated = || {
+                reported
+                    .iter()
+                    .zip(&plan.checks)
+                    .filter(|(r, check)| check.enforced && !r.decision.allowed)
+                    .map(|(r, _)| r)
+            };
+            let names: Vec<serde_json::Value> = violated()
+                .map(|r| serde_json::Value::from(r.name))
                 .collect();
-            let retry_after = reported
-                .iter()
-                .zip(&checks)
-                .filter(|(r, check)| check.enforced && !r.decision.allowed)
-                .map(|(r, _)| r.decision.retry_after)
+            let retry_after = violated()
+                .map(|r| r.decision.retry_after)
                 .max()
                 .unwrap_or(Duration::from_secs(1));
             let mut rejection = Rejection::rate_limited(retry_after)
                 .with_detail("Rate limit exceeded; see the violated policies and Retry-After.")
-                .with_extension("violated_policies", serde_json::Value::Array(violated));
+                .with_extension("violated_policies", serde_json::Value::Array(names));
             for (name, value) in headers::fields(
                 &reported,
                 HeaderOptions {
                     on_allowed: true,
-                    ..shared.headers
+                    ..self.headers
                 },
             ) {
                 rejection = rejection.with_header(name, value);
             }
             AuditEvent::refused(LAYER, RejectionKind::RateLimited, "rate limit exhausted")
-                .request(&request)
+                .request(request)
                 .emit();
-            return ResponseFuture::new(
-                CoreFuture::rejected(respond(&request, rejection)),
-                Fields::new(),
-                None,
-            );
+            return Err(rejection);
         }
 
-        if checks
+        if plan
+            .checks
             .iter()
             .any(|c| !c.enforced && c.decision.is_some_and(|d| !d.allowed))
         {
             AuditEvent::allowed(LAYER, "over a shadow or partly enforced rate limit")
-                .request(&request)
+                .request(request)
                 .emit();
         }
-        let fields = if shared.headers.on_allowed {
-            headers::fields(&reported, shared.headers)
+        let fields = if self.headers.on_allowed {
+            headers::fields(&reported, self.headers)
         } else {
             Fields::new()
         };
-        let deferred: SmallVec<[(Check, ChargePredicate); 2]> = checks
+        let owed: SmallVec<[(Check, ChargePredicate, Option<String>); 2]> = plan
+            .checks
             .iter()
-            .zip(&parts)
-            .filter_map(|(check, part)| {
-                let predicate = shared.policies[part.policy].policy.charge_when.as_ref()?;
-                Some((*check, Arc::clone(predicate)))
+            .zip(&plan.parts)
+            .enumerate()
+            .filter_map(|(i, (check, part))| {
+                let predicate = self.policies[part.policy].policy.charge_when.as_ref()?;
+                Some((*check, Arc::clone(predicate), plan.keys.get(i).cloned()))
             })
             .collect();
-        let deferred = (!deferred.is_empty()).then(|| Deferred {
-            store: shared.store.clone(),
-            checks: deferred,
+        let deferred = (!owed.is_empty()).then(|| Deferred {
+            backend: self.backend.clone(),
+            checks: owed,
         });
-        drop(reported);
-        ResponseFuture::new(
-            CoreFuture::inner(self.inner.call(request)),
-            fields,
-            deferred,
-        )
+        Ok((fields, deferred))
     }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let mut plan = shared.plan(&request);
+        if plan.checks.is_empty() {
+            return ResponseFuture::ready(
+                CoreFuture::inner(self.inner.call(request)),
+                Fields::new(),
+                None,
+            );
+        }
+        match &shared.backend {
+            Backend::Memory(store) => {
+                let verdict = match store.decide(&mut plan.checks) {
+                    Ok(passes) => Verdict::Decided(passes),
+                    Err(_) => Verdict::StoreFull,
+                };
+                match shared.conclude(&request, &plan, verdict) {
+                    Ok((fields, deferred)) => ResponseFuture::ready(
+                        CoreFuture::inner(self.inner.call(request)),
+                        fields,
+                        deferred,
+                    ),
+                    Err(rejection) => ResponseFuture::ready(
+                        CoreFuture::rejected(respond(&request, rejection)),
+                        Fields::new(),
+                        None,
+                    ),
+                }
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) => {
+                let store = store.clone();
+                // The ready service goes with the request; a clone stays.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::boxed(Box::pin(async move {
+                    let verdict = match store.decide(&mut plan.checks, &plan.keys).await {
+                        crate::redis_store::RedisOutcome::Decided(passes) => {
+                            Verdict::Decided(passes)
+                        }
+                        crate::redis_store::RedisOutcome::FailOpen => Verdict::FailOpen,
+                        crate::redis_store::RedisOutcome::FailClosed => Verdict::FailClosed,
+                    };
+                    match shared.conclude(&request, &plan, verdict) {
+                        Ok((fields, deferred)) => {
+                            ResponseFuture::ready(
+                                CoreFuture::inner(inner.call(request)),
+                                fields,
+                                deferred,
+                            )
+                            .await
+                        }
+                        Err(rejection) => Ok(respond(&request, rejection)),
+                    }
+                }))
+            }
+        }
+    }
+}
+
+/// Where the layer keeps its state.
+#[derive(Clone, Debug)]
+enum Backend {
+    Memory(MemoryStore),
+    #[cfg(feature = "redis")]
+    Redis(crate::redis_store::RedisStore),
 }
 
 /// Charges owed once the response is known.
 struct Deferred {
-    store: MemoryStore,
-    checks: SmallVec<[(Check, ChargePredicate); 2]>,
+    backend: Backend,
+    checks: SmallVec<[(Check, ChargePredicate, Option<String>); 2]>,
+}
+
+impl Deferred {
+    fn settle(self, status: http::StatusCode) {
+        for (check, predicate, key) in self.checks {
+            if !predicate(status) {
+                continue;
+            }
+            #[cfg(not(feature = "redis"))]
+            let _ = key;
+            match &self.backend {
+                Backend::Memory(store) => store.charge(&check),
+                #[cfg(feature = "redis")]
+                Backend::Redis(store) => {
+                    if let (Some(key), Ok(runtime)) = (key, tokio::runtime::Handle::try_current()) {
+                        let store = store.clone();
+                        runtime.spawn(async move { store.charge(check, key).await });
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What an allowed request still owes its response: fields to add and
@@ -395,57 +533,83 @@ struct AfterResponse {
     deferred: Option<Deferred>,
 }
 
+type BoxedResponse<B, E> =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send + 'static>>;
+
 pin_project! {
     /// The response future of [`RateLimit`].
-    pub struct ResponseFuture<F, B> {
+    pub struct ResponseFuture<F, B, E> {
         #[pin]
-        inner: CoreFuture<F, B>,
-        after: Option<Box<AfterResponse>>,
+        kind: Kind<F, B, E>,
     }
 }
 
-impl<F, B> fmt::Debug for ResponseFuture<F, B> {
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B, E> {
+        // Decided in memory, before the inner call.
+        Ready {
+            #[pin]
+            inner: CoreFuture<F, B>,
+            after: Option<Box<AfterResponse>>,
+        },
+        // Waiting for a remote store, then the inner call.
+        Boxed {
+            future: BoxedResponse<B, E>,
+        },
+    }
+}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, B> ResponseFuture<F, B> {
-    fn new(inner: CoreFuture<F, B>, fields: Fields, deferred: Option<Deferred>) -> Self {
+impl<F, B, E> ResponseFuture<F, B, E> {
+    fn ready(inner: CoreFuture<F, B>, fields: Fields, deferred: Option<Deferred>) -> Self {
         let after = (!fields.is_empty() || deferred.is_some())
             .then(|| Box::new(AfterResponse { fields, deferred }));
-        Self { inner, after }
+        ResponseFuture {
+            kind: Kind::Ready { inner, after },
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    fn boxed(future: BoxedResponse<B, E>) -> Self {
+        ResponseFuture {
+            kind: Kind::Boxed { future },
+        }
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
-        let Some(after) = this.after.take() else {
-            return Poll::Ready(Ok(response));
-        };
-        let AfterResponse { fields, deferred } = *after;
-        let headers = response.headers_mut();
-        headers.reserve(fields.len());
-        for (name, value) in fields {
-            // A handler's own values win.
-            headers.entry(name).or_insert(value);
-        }
-        if let Some(deferred) = deferred {
-            let status = response.status();
-            for (check, predicate) in &deferred.checks {
-                if predicate(status) {
-                    deferred.store.charge(check);
+        match self.project().kind.project() {
+            KindProj::Boxed { future } => future.as_mut().poll(cx),
+            KindProj::Ready { inner, after } => {
+                let mut response = ready!(inner.poll(cx))?;
+                let Some(owed) = after.take() else {
+                    return Poll::Ready(Ok(response));
+                };
+                let AfterResponse { fields, deferred } = *owed;
+                let headers = response.headers_mut();
+                headers.reserve(fields.len());
+                for (name, value) in fields {
+                    // A handler's own values win.
+                    headers.entry(name).or_insert(value);
                 }
+                if let Some(deferred) = deferred {
+                    deferred.settle(response.status());
+                }
+                Poll::Ready(Ok(response))
             }
         }
-        Poll::Ready(Ok(response))
     }
 }
 

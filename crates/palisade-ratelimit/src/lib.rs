@@ -47,12 +47,19 @@ pub mod headers;
 mod layer;
 mod memory;
 mod policy;
+#[cfg(feature = "redis")]
+mod redis_store;
 
 pub use gcra::Quota;
 pub use headers::HeaderOptions;
 pub use layer::{RateLimit, RateLimitLayer, RateLimitLayerBuilder, ResponseFuture};
 pub use memory::{MemoryStore, MemoryStoreBuilder};
+/// Redis failure policies, for [`RedisStoreBuilder::on_failure`].
+#[cfg(feature = "redis")]
+pub use palisade_redis::FailurePolicy;
 pub use policy::{
     ChargePredicate, MissingKey, RateLimitPolicy, RateLimitPolicyBuilder, TierBy, TierLimit,
     TierSelector, Tiers, Weight,
 };
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisStore, RedisStoreBuilder, TimeSource};

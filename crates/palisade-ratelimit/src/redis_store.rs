@@ -1,0 +1,486 @@
+//! The Redis store: every policy of a request decided and charged by one Lua
+//! script, so many instances enforce one limit together.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use palisade_core::ConfigError;
+use palisade_core::clock::{Clock, Nanos, SystemClock};
+use palisade_core::store::KeyedStore;
+use palisade_redis::{
+    FailureCounts, FailurePolicy, FallbackDecision, KeyNamer, RedisConnection, RedisError,
+    RedisScript,
+};
+
+use crate::gcra::{Decision, Quota};
+use crate::memory::{Check, MemoryStore};
+
+/// GCRA for several keys at once, all-or-nothing, in microseconds (Lua
+/// numbers are doubles: microseconds since the epoch stay exact, nanoseconds
+/// would not).
+///
+/// KEYS: one per check. ARGV[1]: now in µs, or "" to read Redis `TIME`;
+/// then five per check: emission µs, burst, cost, enforced (0/1), charge
+/// now (0/1). Returns {passes, then per check: allowed, remaining, reset µs,
+/// retry-after µs}.
+const GCRA_SCRIPT: &str = r"
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[1])
+end
+local n = #KEYS
+local tats, news, allowed = {}, {}, {}
+local passes = 1
+for i = 1, n do
+  local base = 1 + (i - 1) * 5
+  local emission = tonumber(ARGV[base + 1])
+  local burst = tonumber(ARGV[base + 2])
+  local cost = tonumber(ARGV[base + 3])
+  local enforced = ARGV[base + 4] == '1'
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  tats[i] = tat
+  news[i] = tat + emission * cost
+  allowed[i] = (news[i] - now) <= emission * burst
+  if enforced and not allowed[i] then passes = 0 end
+end
+local out = {passes}
+for i = 1, n do
+  local base = 1 + (i - 1) * 5
+  local emission = tonumber(ARGV[base + 1])
+  local burst = tonumber(ARGV[base + 2])
+  local cost = tonumber(ARGV[base + 3])
+  local charge = ARGV[base + 5] == '1'
+  local tolerance = emission * burst
+  local level = tats[i]
+  local retry = 0
+  if allowed[i] and passes == 1 then
+    if charge then
+      redis.call('SET', KEYS[i], news[i], 'PX', math.ceil((news[i] - now) / 1000) + 1)
+      level = news[i]
+    end
+  elseif not allowed[i] then
+    if emission * cost > tolerance then
+      retry = (tats[i] - now) + emission * burst
+    else
+      retry = news[i] - now - tolerance
+    end
+  end
+  local ok = 0
+  if allowed[i] then ok = 1 end
+  table.insert(out, ok)
+  table.insert(out, math.floor((tolerance - (level - now)) / emission))
+  table.insert(out, level - now)
+  table.insert(out, retry)
+end
+return out
+";
+
+/// Where the Redis store reads the time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum TimeSource {
+    /// Redis `TIME` inside the script: one clock for every instance (the
+    /// default).
+    #[default]
+    Redis,
+    /// This machine's wall clock, passed to the script, for servers that
+    /// forbid `TIME` in scripts. Instances' clocks must agree closely.
+    Client,
+}
+
+/// Rate-limit state in Redis, shared by every instance that uses it.
+///
+/// Failure handling is explicit ([`FailurePolicy`]): when Redis does not
+/// answer within the per-call timeout, requests are let through, refused, or
+/// decided by a local limiter at quota/N. A breaker stops asking a dead
+/// Redis (a dead Redis costs nothing per request), and a key Redis refused
+/// is refused locally until its retry time without asking again.
+#[derive(Clone, Debug)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    connection: RedisConnection,
+    names: KeyNamer,
+    script: RedisScript,
+    time: TimeSource,
+    failure: FailurePolicy,
+    counts: FailureCounts,
+    local: MemoryStore,
+    refused_until: KeyedStore<Nanos>,
+    breaker: Breaker,
+    clock: Arc<dyn Clock>,
+}
+
+/// Builds a [`RedisStore`].
+#[derive(Debug)]
+pub struct RedisStoreBuilder {
+    connection: RedisConnection,
+    prefix: String,
+    time: TimeSource,
+    failure: FailurePolicy,
+    breaker_cooldown: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl RedisStoreBuilder {
+    /// The key prefix (default `palisade`).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Where the time comes from (default: Redis `TIME`).
+    pub fn time_source(mut self, time: TimeSource) -> Self {
+        self.time = time;
+        self
+    }
+
+    /// What happens when Redis fails (default: fail closed).
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.failure = policy;
+        self
+    }
+
+    /// How long the breaker stays open before Redis is tried again
+    /// (default 250 ms).
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// The local clock (breaker, negative cache, local fallback).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Validates and builds.
+    pub fn build(self) -> Result<RedisStore, ConfigError> {
+        let names = KeyNamer::new(self.prefix)
+            .map_err(|reason| ConfigError::invalid("key_prefix", reason))?;
+        if self.breaker_cooldown.is_zero() {
+            return Err(ConfigError::invalid("breaker_cooldown", "must not be zero"));
+        }
+        let local = MemoryStore::builder()
+            .clock(Arc::clone(&self.clock))
+            .build()?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                connection: self.connection,
+                names,
+                script: RedisScript::new(GCRA_SCRIPT),
+                time: self.time,
+                failure: self.failure,
+                counts: FailureCounts::with_clock(Arc::clone(&self.clock)),
+                local,
+                refused_until: KeyedStore::builder().capacity(100_000).build()?,
+                breaker: Breaker::new(self.breaker_cooldown),
+                clock: self.clock,
+            }),
+        })
+    }
+}
+
+/// The outcome of asking the Redis store.
+pub(crate) enum RedisOutcome {
+    /// Decided (by Redis, the negative cache or the local fallback).
+    Decided(bool),
+    /// Redis failed and the policy says let it through.
+    FailOpen,
+    /// Redis failed and the policy says refuse.
+    FailClosed,
+}
+
+impl RedisStore {
+    /// A store on this connection.
+    pub fn builder(connection: RedisConnection) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            connection,
+            prefix: "palisade".to_owned(),
+            time: TimeSource::Redis,
+            failure: FailurePolicy::FailClosed,
+            breaker_cooldown: Duration::from_millis(250),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Fallback decisions so far: (let through, refused, decided locally).
+    pub fn fallback_counts(&self) -> (u64, u64, u64) {
+        self.inner.counts.snapshot()
+    }
+
+    /// The Redis key of a policy's key.
+    pub(crate) fn key_name(&self, policy: &str, key: &palisade_core::key::Key) -> String {
+        self.inner.names.key(&format!("rl:{policy}"), key)
+    }
+
+    pub(crate) fn hash(&self, policy: &str, key: &[u8]) -> u64 {
+        self.inner.local.hash(policy, key)
+    }
+
+    /// Decides every check together in one script call.
+    pub(crate) async fn decide(&self, checks: &mut [Check], keys: &[String]) -> RedisOutcome {
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        // A key Redis refused recently is refused here until its retry time.
+        for check in checks.iter_mut() {
+            if !check.enforced {
+                continue;
+            }
+            if let Some(until) = inner.refused_until.get(&check.hash, |u| u.copied())
+                && until > now
+            {
+                let wait = until.saturating_sub(now);
+                check.decision = Some(Decision {
+                    allowed: false,
+                    tat: 0,
+                    remaining: 0,
+                    reset: wait,
+                    retry_after: wait,
+                });
+                // The other policies were not asked: they report nothing.
+                return RedisOutcome::Decided(false);
+            }
+        }
+        let error = if inner.breaker.allows(now) {
+            match self.call(checks, keys).await {
+                Ok(passes) => {
+                    inner.breaker.success();
+                    for check in checks.iter() {
+                        if let Some(decision) = check.decision
+                            && check.enforced
+                            && !decision.allowed
+                        {
+                            let until = now.saturating_add(decision.retry_after);
+                            let _ = inner.refused_until.update(
+                                &check.hash,
+                                now,
+                                || until,
+                                |u| *u = until,
+                            );
+                        }
+                    }
+                    return RedisOutcome::Decided(passes);
+                }
+                Err(error) => {
+                    if error.is_unavailable() {
+                        inner.breaker.failure(now);
+                    }
+                    error
+                }
+            }
+        } else {
+            RedisError::Config("breaker open: redis recently unavailable".into())
+        };
+        match inner.counts.record("ratelimit", &inner.failure, &error) {
+            FallbackDecision::Allow => RedisOutcome::FailOpen,
+            FallbackDecision::Deny => RedisOutcome::FailClosed,
+            FallbackDecision::Local => {
+                let instances = match inner.failure {
+                    FailurePolicy::LocalFallback { instances } => instances,
+                    _ => NonZeroU32::MIN,
+                };
+                let mut local: smallvec::SmallVec<[Check; 4]> = checks
+                    .iter()
+                    .map(|c| Check {
+                        quota: local_share(&c.quota, instances),
+                        ..*c
+                    })
+                    .collect();
+                match inner.local.decide(&mut local) {
+                    Ok(passes) => {
+                        for (check, local) in checks.iter_mut().zip(local) {
+                            check.decision = local.decision;
+                        }
+                        RedisOutcome::Decided(passes)
+                    }
+                    Err(_) => RedisOutcome::FailClosed,
+                }
+            }
+        }
+    }
+
+    async fn call(&self, checks: &mut [Check], keys: &[String]) -> Result<bool, RedisError> {
+        if checks.len() > 1 && self.inner.connection.is_cluster() {
+            return self.call_across_slots(checks, keys).await;
+        }
+        self.call_one_slot(checks, keys).await
+    }
+
+    /// On a Cluster, the keys of one request's policies live in different
+    /// slots, which one script cannot touch. Every key is decided in one
+    /// concurrent round (the cluster connection pipelines per node), and the
+    /// request is charged in a second round only if all of them had room.
+    /// Each key stays exact; between the two rounds another instance may
+    /// fill a key, which can admit one request over that limit.
+    async fn call_across_slots(
+        &self,
+        checks: &mut [Check],
+        keys: &[String],
+    ) -> Result<bool, RedisError> {
+        let mut peeks: smallvec::SmallVec<[[Check; 1]; 4]> = checks
+            .iter()
+            .map(|c| {
+                [Check {
+                    charge_now: false,
+                    ..*c
+                }]
+            })
+            .collect();
+        let results = futures_util::future::join_all(
+            peeks
+                .iter_mut()
+                .zip(keys)
+                .map(|(check, key)| self.call_one_slot(check, std::slice::from_ref(key))),
+        )
+        .await;
+        let mut passes = true;
+        for ((check, peek), result) in checks.iter_mut().zip(&peeks).zip(results) {
+            result?;
+            check.decision = peek[0].decision;
+            passes &= check.decision.is_some_and(|d| d.allowed) || !check.enforced;
+        }
+        if passes {
+            let mut charges: smallvec::SmallVec<[(usize, [Check; 1]); 4]> = checks
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.charge_now && c.decision.is_some_and(|d| d.allowed))
+                .map(|(i, c)| {
+                    (
+                        i,
+                        [Check {
+                            enforced: false,
+                            ..*c
+                        }],
+                    )
+                })
+                .collect();
+            let results = futures_util::future::join_all(
+                charges
+                    .iter_mut()
+                    .map(|(i, check)| self.call_one_slot(check, std::slice::from_ref(&keys[*i]))),
+            )
+            .await;
+            for ((i, charged), result) in charges.iter().zip(results) {
+                if result.is_ok() {
+                    checks[*i].decision = charged[0].decision;
+                }
+            }
+        }
+        Ok(passes)
+    }
+
+    async fn call_one_slot(
+        &self,
+        checks: &mut [Check],
+        keys: &[String],
+    ) -> Result<bool, RedisError> {
+        let inner = &*self.inner;
+        let now_arg = match inner.time {
+            TimeSource::Redis => String::new(),
+            TimeSource::Client => u64::try_from(inner.clock.unix_time().as_micros())
+                .unwrap_or(u64::MAX)
+                .to_string(),
+        };
+        let mut args: Vec<String> = Vec::with_capacity(1 + checks.len() * 5);
+        args.push(now_arg);
+        for check in checks.iter() {
+            // Microsecond resolution in Redis: at most a million per second per key.
+            args.push((check.quota.emission_ns() / 1_000).max(1).to_string());
+            args.push(check.quota.burst_size().to_string());
+            args.push(check.cost.to_string());
+            args.push(if check.enforced { "1" } else { "0" }.to_owned());
+            args.push(if check.charge_now { "1" } else { "0" }.to_owned());
+        }
+        let key_refs: smallvec::SmallVec<[&str; 4]> = keys.iter().map(String::as_str).collect();
+        let reply: Vec<i64> = inner
+            .script
+            .invoke(&inner.connection, &key_refs, &args)
+            .await?;
+        let passes = reply.first().copied() == Some(1);
+        for (i, check) in checks.iter_mut().enumerate() {
+            let at = 1 + i * 4;
+            let field = |k: usize| reply.get(at + k).copied().unwrap_or(0).max(0) as u64;
+            check.decision = Some(Decision {
+                allowed: field(0) == 1,
+                tat: 0,
+                remaining: u32::try_from(field(1)).unwrap_or(u32::MAX),
+                reset: Duration::from_micros(field(2)),
+                retry_after: Duration::from_micros(field(3)),
+            });
+        }
+        Ok(passes)
+    }
+
+    /// Charges one response-dependent check after the response.
+    pub(crate) async fn charge(&self, check: Check, key: String) {
+        let mut checks = [Check {
+            charge_now: true,
+            enforced: false,
+            ..check
+        }];
+        if self.inner.breaker.allows(self.inner.clock.now()) {
+            let _ = self.call(&mut checks, std::slice::from_ref(&key)).await;
+        } else {
+            self.inner.local.charge(&check);
+        }
+    }
+}
+
+/// A quota divided among `instances`: count and burst each at least 1.
+fn local_share(quota: &Quota, instances: NonZeroU32) -> Quota {
+    let n = instances.get();
+    Quota::new((quota.count() / n).max(1), quota.period())
+        .burst((quota.burst_size() / n).max(1))
+        .unwrap_or(*quota)
+}
+
+/// Stops asking a Redis that keeps failing: after three consecutive
+/// unavailable answers it opens for a cooldown, during which requests go
+/// straight to the failure policy; then Redis is tried again.
+#[derive(Debug)]
+struct Breaker {
+    failures: AtomicU32,
+    open_until: AtomicU64,
+    cooldown: Duration,
+}
+
+impl Breaker {
+    const THRESHOLD: u32 = 3;
+
+    fn new(cooldown: Duration) -> Self {
+        Self {
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            cooldown,
+        }
+    }
+
+    fn allows(&self, now: Nanos) -> bool {
+        now.as_u64() >= self.open_until.load(Ordering::Relaxed)
+    }
+
+    fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    fn failure(&self, now: Nanos) {
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= Self::THRESHOLD {
+            self.open_until.store(
+                now.saturating_add(self.cooldown).as_u64(),
+                Ordering::Relaxed,
+            );
+            tracing::warn!(target: "palisade::ratelimit", cooldown = ?self.cooldown, "redis breaker open");
+        }
+    }
+}

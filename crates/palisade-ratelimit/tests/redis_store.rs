@@ -1,0 +1,286 @@
+//! The Redis store against real `redis-server` processes started by the
+//! test: instances sharing one limit, a cluster, a server killed under load
+//! (the failure policy holds, nothing hangs) and restarted (recovery).
+#![cfg(feature = "redis")]
+// A failed expectation in a test is a failing test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use palisade_core::key::KeyFn;
+use palisade_ratelimit::{
+    FailurePolicy, Quota, RateLimitLayer, RateLimitPolicy, RedisStore, TimeSource,
+};
+use palisade_redis::testing::{RedisCluster, RedisServer};
+use palisade_redis::{RedisConfig, RedisConnection};
+
+async fn serve(layer: RateLimitLayer) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route("/api", get(|| async { "ok" }))
+        .layer(layer);
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+async fn status(addr: SocketAddr) -> (StatusCode, http::HeaderMap) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get("/api")
+        .header("host", "test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let _ = body.collect().await;
+    (parts.status, parts.headers)
+}
+
+async fn layer(
+    config: &RedisConfig,
+    quota: Quota,
+    failure: FailurePolicy,
+    time: TimeSource,
+) -> RateLimitLayer {
+    let connection = RedisConnection::connect_lazy(config).expect("connection");
+    let store = RedisStore::builder(connection)
+        .on_failure(failure)
+        .time_source(time)
+        .build()
+        .expect("store");
+    RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, quota)
+                .build()
+                .unwrap(),
+        )
+        .redis_store(store)
+        .build()
+        .unwrap()
+}
+
+/// Bounds a step that must finish: failing here means it hung.
+async fn must_finish<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung"))
+}
+
+#[tokio::test]
+async fn two_instances_sharing_one_redis_enforce_one_limit() {
+    let server = RedisServer::start().expect("redis-server");
+    let config = RedisConfig::standalone(server.url());
+    for time in [TimeSource::Redis, TimeSource::Client] {
+        server.command(&["FLUSHALL"]).unwrap();
+        let a = serve(
+            layer(
+                &config,
+                Quota::per_hour(10),
+                FailurePolicy::FailClosed,
+                time,
+            )
+            .await,
+        )
+        .await;
+        let b = serve(
+            layer(
+                &config,
+                Quota::per_hour(10),
+                FailurePolicy::FailClosed,
+                time,
+            )
+            .await,
+        )
+        .await;
+        let mut admitted = 0;
+        for i in 0..30 {
+            let (code, headers) = status(if i % 2 == 0 { a } else { b }).await;
+            match code {
+                StatusCode::OK => admitted += 1,
+                StatusCode::TOO_MANY_REQUESTS => {
+                    assert!(
+                        headers["retry-after"]
+                            .to_str()
+                            .unwrap()
+                            .parse::<u64>()
+                            .unwrap()
+                            >= 1
+                    );
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(admitted, 10, "one limit across both instances ({time:?})");
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_started_by_the_test_enforces_the_limit() {
+    let cluster = RedisCluster::start().expect("3-node cluster");
+    let config = RedisConfig::cluster(cluster.urls());
+    let connection = must_finish("cluster connect", RedisConnection::connect(&config))
+        .await
+        .expect("connect");
+    let store = RedisStore::builder(connection).build().expect("store");
+    let single = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, Quota::per_hour(5))
+                .build()
+                .unwrap(),
+        )
+        .redis_store(store.clone())
+        .build()
+        .unwrap();
+    let addr = serve(single).await;
+    let mut admitted = 0;
+    for _ in 0..12 {
+        if status(addr).await.0 == StatusCode::OK {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
+
+    // Two policies whose keys live in different slots: all or nothing still.
+    let double = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder("tight", KeyFn::ClientIp, Quota::per_hour(3))
+                .build()
+                .unwrap(),
+        )
+        .policy(
+            RateLimitPolicy::builder("loose", KeyFn::Global, Quota::per_hour(100))
+                .build()
+                .unwrap(),
+        )
+        .redis_store(store)
+        .build()
+        .unwrap();
+    let addr = serve(double).await;
+    let mut admitted = 0;
+    let mut first_refusal = None;
+    for _ in 0..10 {
+        let (code, headers) = status(addr).await;
+        if code == StatusCode::OK {
+            admitted += 1;
+        } else if first_refusal.is_none() {
+            first_refusal = Some(headers);
+        }
+    }
+    assert_eq!(admitted, 3);
+    let refusal = first_refusal.expect("refused");
+    let state = refusal["ratelimit"].to_str().unwrap();
+    assert!(state.contains("\"tight\";r=0"), "{state}");
+    assert!(
+        state.contains("\"loose\";r=97"),
+        "a refused request charges nothing: {state}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_redis_applies_the_failure_policy_without_hanging_and_recovery_follows() {
+    let mut server = RedisServer::start().expect("redis-server");
+    let config = RedisConfig::standalone(server.url()).call_timeout(Duration::from_millis(50));
+    let closed = serve(
+        layer(
+            &config,
+            Quota::per_hour(1_000),
+            FailurePolicy::FailClosed,
+            TimeSource::Redis,
+        )
+        .await,
+    )
+    .await;
+    let open = serve(
+        layer(
+            &config,
+            Quota::per_hour(1_000),
+            FailurePolicy::FailOpen,
+            TimeSource::Redis,
+        )
+        .await,
+    )
+    .await;
+    let local = serve(
+        layer(
+            &config,
+            Quota::per_hour(40),
+            FailurePolicy::LocalFallback {
+                instances: NonZeroU32::new(4).unwrap(),
+            },
+            TimeSource::Redis,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status(closed).await.0, StatusCode::OK);
+    assert_eq!(status(local).await.0, StatusCode::OK);
+
+    // Load while Redis dies.
+    let load = tokio::spawn(async move {
+        let mut codes = Vec::new();
+        for _ in 0..200 {
+            codes.push(status(closed).await.0);
+        }
+        codes
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    server.kill();
+    let codes = must_finish("requests while redis dies", load)
+        .await
+        .unwrap();
+    assert!(
+        codes
+            .iter()
+            .all(|c| *c == StatusCode::OK || *c == StatusCode::SERVICE_UNAVAILABLE)
+    );
+
+    // Down: each policy holds, and nothing waits past the call timeout.
+    for _ in 0..5 {
+        assert_eq!(
+            must_finish("fail closed", status(closed)).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            must_finish("fail open", status(open)).await.0,
+            StatusCode::OK
+        );
+    }
+    // The local fallback allows quota/N = 40/4 = 10 (one was used before the kill, in Redis).
+    let mut local_admitted = 0;
+    for _ in 0..30 {
+        if must_finish("local fallback", status(local)).await.0 == StatusCode::OK {
+            local_admitted += 1;
+        }
+    }
+    assert_eq!(local_admitted, 10);
+
+    // Back: the same layers recover on their own.
+    server.restart().expect("restart");
+    let back = Instant::now();
+    must_finish("recovery", async {
+        while status(closed).await.0 != StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    println!("recovered {:?} after redis came back", back.elapsed());
+}
