@@ -21,7 +21,11 @@
 //! - `RATE_PER_MINUTE`: the per-client-address limit (default 120 per
 //!   minute, bursts of 30);
 //! - `DEMO_PASSWORD`: the password of the demo login (default
-//!   `palisade-demo`).
+//!   `palisade-demo`);
+//! - `REDIS_URL`: keep rate limits in Redis, shared by every gateway
+//!   instance using it (default: in memory); `GATEWAY_INSTANCES` (default 1)
+//!   is how many instances share it: while Redis is unreachable each one
+//!   limits locally at quota / instances.
 //!
 //! Routes:
 //! - `GET /health`: always open, never rate limited;
@@ -50,7 +54,8 @@ use palisade::core::Rejection;
 use palisade::core::client_ip::{ClientIp, ClientIpLayer, ClientIpResolver};
 use palisade::core::guard::{GuardLayer, RequestHead};
 use palisade::core::key::KeyFn;
-use palisade::ratelimit::{Quota, RateLimitLayer, RateLimitPolicy};
+use palisade::ratelimit::{FailurePolicy, Quota, RateLimitLayer, RateLimitPolicy, RedisStore};
+use palisade::redis::{RedisConfig, RedisConnection};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -253,8 +258,22 @@ pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>>
         )
         .with_state(Scans::default());
 
-    let per_ip = RateLimitLayer::builder()
-        .policy(
+    let limits = |builder: palisade::ratelimit::RateLimitLayerBuilder| -> Result<RateLimitLayer, Box<dyn std::error::Error>> {
+        Ok(match &config.redis_url {
+            Some(url) => {
+                let connection = RedisConnection::connect_lazy(&RedisConfig::standalone(url.clone()))?;
+                let store = RedisStore::builder(connection)
+                    .on_failure(FailurePolicy::LocalFallback {
+                        instances: config.instances,
+                    })
+                    .build()?;
+                builder.redis_store(store).build()?
+            }
+            None => builder.build()?,
+        })
+    };
+    let per_ip = limits(
+        RateLimitLayer::builder().policy(
             RateLimitPolicy::builder(
                 "per_ip",
                 KeyFn::ClientIp,
@@ -264,10 +283,10 @@ pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>>
             .exempt_path("/health")
             .exempt_method(Method::OPTIONS)
             .build()?,
-        )
-        .build()?;
-    let failed_logins = RateLimitLayer::builder()
-        .policy(
+        ),
+    )?;
+    let failed_logins = limits(
+        RateLimitLayer::builder().policy(
             RateLimitPolicy::builder(
                 "failed_logins",
                 KeyFn::ClientIp,
@@ -275,8 +294,8 @@ pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>>
             )
             .charge_when(|status| status == StatusCode::UNAUTHORIZED)
             .build()?,
-        )
-        .build()?;
+        ),
+    )?;
     let auth = Router::new()
         .route("/auth/login", axum::routing::post(login))
         .route_layer(failed_logins)
@@ -314,6 +333,8 @@ pub(crate) struct Config {
     pub(crate) port: u16,
     pub(crate) rate_per_minute: u32,
     pub(crate) demo_password: String,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) instances: std::num::NonZeroU32,
     pub(crate) trusted_proxies: Vec<String>,
     pub(crate) admin_networks: Arc<[IpNet]>,
     pub(crate) cors_origins: Vec<String>,
@@ -360,6 +381,15 @@ impl Config {
             trusted_proxies: list("TRUSTED_PROXIES", ""),
             admin_networks: admin_networks.into(),
             cors_origins: list("CORS_ORIGINS", "http://localhost:3000"),
+            redis_url: std::env::var("REDIS_URL")
+                .ok()
+                .filter(|url| !url.is_empty()),
+            instances: match std::env::var("GATEWAY_INSTANCES") {
+                Ok(n) => n
+                    .parse()
+                    .map_err(|_| format!("GATEWAY_INSTANCES={n:?} is not a positive number"))?,
+                Err(_) => std::num::NonZeroU32::MIN,
+            },
         })
     }
 }
@@ -379,6 +409,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
     println!("Palisade demo gateway listening on {base}");
+    match &config.redis_url {
+        Some(_) => println!("Rate limits in Redis (REDIS_URL), shared by every instance."),
+        None => println!("Rate limits in memory (set REDIS_URL to share them across instances)."),
+    }
     println!();
     println!("Try:");
     println!("  curl -i {base}/health");

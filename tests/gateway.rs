@@ -21,6 +21,8 @@ async fn serve(admin_networks: &[&str], trusted_proxies: &[&str]) -> SocketAddr 
         port: 0,
         rate_per_minute: 1_000,
         demo_password: "open sesame".to_owned(),
+        redis_url: None,
+        instances: std::num::NonZeroU32::MIN,
         trusted_proxies: trusted_proxies.iter().map(|s| (*s).to_owned()).collect(),
         admin_networks: admin_networks
             .iter()

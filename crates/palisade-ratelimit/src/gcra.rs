@@ -140,8 +140,12 @@ pub struct Decision {
     /// The TAT to store when the request is charged (the old one, unchanged,
     /// when it is refused).
     pub tat: u64,
-    /// Cells left after this request (0 when refused).
-    pub remaining: u32,
+    /// Nanoseconds of room left after this request; see
+    /// [`remaining`](Self::remaining). Kept raw so the hot path divides
+    /// nothing until a header asks for it.
+    pub headroom_ns: u64,
+    /// Nanoseconds per cell of the quota decided.
+    pub emission_ns: u64,
     /// Time until the bucket is full again.
     pub reset: Duration,
     /// Time until this request would fit (zero when allowed).
@@ -179,13 +183,13 @@ fn decide_u64(
     new_tat: u64,
 ) -> Decision {
     let emission = quota.emission_ns;
-    let cells = |n: u64| u32::try_from(n / emission).unwrap_or(u32::MAX);
     let ahead = new_tat - now;
     if ahead <= tolerance {
         Decision {
             allowed: true,
             tat: new_tat,
-            remaining: cells(tolerance - ahead),
+            headroom_ns: tolerance - ahead,
+            emission_ns: emission,
             reset: Duration::from_nanos(ahead),
             retry_after: Duration::ZERO,
         }
@@ -194,7 +198,8 @@ fn decide_u64(
         Decision {
             allowed: false,
             tat: tat.unwrap_or(now),
-            remaining: cells(tolerance.saturating_sub(current)),
+            headroom_ns: tolerance.saturating_sub(current),
+            emission_ns: emission,
             reset: Duration::from_nanos(current),
             // A cost above the burst never fits: say so with the time to a
             // full bucket plus one more period.
@@ -217,12 +222,13 @@ fn decide_wide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> Decision
     let new_tat = start + increment;
     let ahead = new_tat - now_wide;
     let nanos = |n: u128| Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX));
-    let cells = |n: u128| u32::try_from(n / emission).unwrap_or(u32::MAX);
+    let wide = |n: u128| u64::try_from(n).unwrap_or(u64::MAX);
     if ahead <= tolerance && new_tat <= u128::from(u64::MAX) {
         Decision {
             allowed: true,
             tat: u64::try_from(new_tat).unwrap_or(u64::MAX),
-            remaining: cells(tolerance - ahead),
+            headroom_ns: wide(tolerance - ahead),
+            emission_ns: quota.emission_ns,
             reset: nanos(ahead),
             retry_after: Duration::ZERO,
         }
@@ -231,7 +237,8 @@ fn decide_wide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> Decision
         Decision {
             allowed: false,
             tat: tat.unwrap_or(now),
-            remaining: cells(tolerance.saturating_sub(current)),
+            headroom_ns: wide(tolerance.saturating_sub(current)),
+            emission_ns: quota.emission_ns,
             reset: nanos(current),
             retry_after: if increment > tolerance {
                 nanos(current + u128::from(quota.period_ns))
@@ -239,6 +246,14 @@ fn decide_wide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> Decision
                 nanos(ahead - tolerance)
             },
         }
+    }
+}
+
+impl Decision {
+    /// Cells left after this request (for a refusal: left now).
+    #[inline]
+    pub fn remaining(&self) -> u32 {
+        u32::try_from(self.headroom_ns / self.emission_ns.max(1)).unwrap_or(u32::MAX)
     }
 }
 
@@ -300,12 +315,12 @@ mod tests {
         let now = SECOND;
         let a = decide(&quota, None, now, 1);
         assert_eq!(
-            (a.allowed, a.remaining, a.reset),
+            (a.allowed, a.remaining(), a.reset),
             (true, 2, Duration::from_millis(100))
         );
         let b = decide(&quota, Some(a.tat), now, 2);
         assert_eq!(
-            (b.allowed, b.remaining, b.reset),
+            (b.allowed, b.remaining(), b.reset),
             (true, 0, Duration::from_millis(300))
         );
         let c = decide(&quota, Some(b.tat), now, 1);

@@ -93,7 +93,8 @@ pub(crate) fn fields(reported: &[Reported<'_>], options: HeaderOptions) -> Field
         }
         value(joined)
     };
-    let mut state = Vec::with_capacity(reported.len() * 28);
+    // On the stack for the usual one or two policies; one copy into the value.
+    let mut state: SmallVec<[u8; 96]> = SmallVec::new();
     let mut numbers = itoa::Buffer::new();
     for (i, report) in reported.iter().enumerate() {
         if i > 0 {
@@ -102,14 +103,17 @@ pub(crate) fn fields(reported: &[Reported<'_>], options: HeaderOptions) -> Field
         state.push(b'"');
         state.extend_from_slice(report.name.as_bytes());
         state.extend_from_slice(b"\";r=");
-        state.extend_from_slice(numbers.format(report.decision.remaining).as_bytes());
+        state.extend_from_slice(numbers.format(report.decision.remaining()).as_bytes());
         state.extend_from_slice(b";t=");
         state.extend_from_slice(numbers.format(ceil_secs(report.decision.reset)).as_bytes());
     }
     fields.push((RATELIMIT_POLICY.clone(), policy));
-    fields.push((RATELIMIT.clone(), value(state)));
+    fields.push((
+        RATELIMIT.clone(),
+        HeaderValue::from_bytes(&state).unwrap_or_else(|_| HeaderValue::from_static("")),
+    ));
     if options.legacy
-        && let Some(tightest) = reported.iter().min_by_key(|r| r.decision.remaining)
+        && let Some(tightest) = reported.iter().min_by_key(|r| r.decision.remaining())
     {
         fields.push((
             X_RATELIMIT_LIMIT.clone(),
@@ -117,7 +121,7 @@ pub(crate) fn fields(reported: &[Reported<'_>], options: HeaderOptions) -> Field
         ));
         fields.push((
             X_RATELIMIT_REMAINING.clone(),
-            HeaderValue::from(tightest.decision.remaining),
+            HeaderValue::from(tightest.decision.remaining()),
         ));
         fields.push((
             X_RATELIMIT_RESET.clone(),
@@ -144,12 +148,13 @@ mod tests {
         let a = Decision {
             allowed: true,
             tat: 0,
-            remaining: 37,
+            headroom_ns: 37,
+            emission_ns: 1,
             reset: Duration::from_millis(11_200),
             retry_after: Duration::ZERO,
         };
         let b = Decision {
-            remaining: 3,
+            headroom_ns: 3,
             reset: Duration::from_secs(2),
             ..a
         };

@@ -42,6 +42,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "serde")]
+pub mod config;
 pub mod gcra;
 pub mod headers;
 mod layer;

@@ -214,6 +214,33 @@ impl RedisStore {
         }
     }
 
+    /// Decides one request of `cost` for `key` in `namespace` (a policy
+    /// name) in Redis and charges it when it fits: the limiter without the
+    /// layer. Redis failures are returned, not hidden behind the failure
+    /// policy: the caller decides.
+    pub async fn check(
+        &self,
+        namespace: &str,
+        key: &palisade_core::key::Key,
+        quota: &Quota,
+        cost: u32,
+    ) -> Result<Decision, RedisError> {
+        let mut checks = [Check {
+            hash: 0,
+            quota: *quota,
+            cost,
+            enforced: true,
+            charge_now: true,
+            decision: None,
+        }];
+        let name = self.key_name(namespace, key);
+        self.call_one_slot(&mut checks, std::slice::from_ref(&name))
+            .await?;
+        checks[0]
+            .decision
+            .ok_or_else(|| RedisError::Config("the script returned no decision".into()))
+    }
+
     /// Fallback decisions so far: (let through, refused, decided locally).
     pub fn fallback_counts(&self) -> (u64, u64, u64) {
         self.inner.counts.snapshot()
@@ -244,7 +271,8 @@ impl RedisStore {
                 check.decision = Some(Decision {
                     allowed: false,
                     tat: 0,
-                    remaining: 0,
+                    headroom_ns: 0,
+                    emission_ns: check.quota.emission_ns(),
                     reset: wait,
                     retry_after: wait,
                 });
@@ -414,7 +442,8 @@ impl RedisStore {
             check.decision = Some(Decision {
                 allowed: field(0) == 1,
                 tat: 0,
-                remaining: u32::try_from(field(1)).unwrap_or(u32::MAX),
+                headroom_ns: field(1).saturating_mul(check.quota.emission_ns()),
+                emission_ns: check.quota.emission_ns(),
                 reset: Duration::from_micros(field(2)),
                 retry_after: Duration::from_micros(field(3)),
             });
