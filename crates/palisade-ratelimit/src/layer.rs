@@ -230,10 +230,10 @@ struct Part {
 
 /// The checks of one request, before any store is asked.
 struct Plan {
-    checks: SmallVec<[Check; 4]>,
-    parts: SmallVec<[Part; 4]>,
+    checks: SmallVec<[Check; 2]>,
+    parts: SmallVec<[Part; 2]>,
     /// Redis key names, only for the Redis store.
-    keys: SmallVec<[String; 4]>,
+    keys: SmallVec<[String; 2]>,
 }
 
 /// What the store said.
@@ -332,7 +332,7 @@ impl Shared {
                     .with_detail("Too many clients at once; retry shortly."));
             }
         };
-        let reported: SmallVec<[Reported<'_>; 4]> = plan
+        let reported: SmallVec<[Reported<'_>; 2]> = plan
             .checks
             .iter()
             .zip(&plan.parts)

@@ -318,7 +318,7 @@ impl RedisStore {
                     FailurePolicy::LocalFallback { instances } => instances,
                     _ => NonZeroU32::MIN,
                 };
-                let mut local: smallvec::SmallVec<[Check; 4]> = checks
+                let mut local: smallvec::SmallVec<[Check; 2]> = checks
                     .iter()
                     .map(|c| Check {
                         quota: local_share(&c.quota, instances),
