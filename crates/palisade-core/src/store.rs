@@ -485,6 +485,39 @@ impl<S: Idle> Transaction<'_, S> {
             .filter(|state| !state.is_idle(now))
     }
 
+    /// Stores several states at once, or none: when a new key finds its
+    /// shard full of live entries, the new keys already stored by this call
+    /// are removed again and [`StoreFull`] is returned, with no existing
+    /// key changed.
+    pub fn set_all(&mut self, items: impl IntoIterator<Item = (usize, S)>) -> Result<(), StoreFull>
+    where
+        S: Copy,
+    {
+        let items: SmallVec<[(usize, S); 4]> = items.into_iter().collect();
+        let mut inserted: SmallVec<[usize; 4]> = SmallVec::new();
+        // New keys first: the only writes that can fail.
+        for &(i, state) in &items {
+            let hash = self.hashes[i];
+            if self.guard(i).entries.contains_key(&hash) {
+                continue;
+            }
+            if let Err(full) = self.set(i, state) {
+                for &j in &inserted {
+                    let hash = self.hashes[j];
+                    self.guard(j).entries.remove(&hash);
+                }
+                return Err(full);
+            }
+            inserted.push(i);
+        }
+        for &(i, state) in &items {
+            if !inserted.contains(&i) {
+                self.set(i, state)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stores the state of key `i`. A new key is refused with [`StoreFull`]
     /// when its shard is full of live entries.
     pub fn set(&mut self, i: usize, state: S) -> Result<(), StoreFull> {
@@ -696,6 +729,37 @@ mod tests {
             assert_eq!(tx.set(0, busy_for(&clock, 1)), Ok(()));
             assert!(tx.get(1).is_some());
         });
+    }
+
+    #[test]
+    fn set_all_stores_everything_or_nothing() {
+        let clock = ManualClock::new();
+        let store = store(64, 1);
+        let live = busy_for(&clock, 60);
+        for key in 0..63u32 {
+            assert!(store.update(&key, clock.now(), || live, |_| ()).is_ok());
+        }
+        let hashes: Vec<u64> = [5u32, 1000, 1001]
+            .iter()
+            .map(|k| store.hash_key(k))
+            .collect();
+        let later = busy_for(&clock, 90);
+        // Key 5 exists; 1000 fits (the 64th entry); 1001 does not.
+        let result = store.transact(&hashes, clock.now(), |tx| {
+            tx.set_all([(0, later), (1, later), (2, later)])
+        });
+        assert_eq!(result, Err(StoreFull));
+        assert_eq!(
+            store.get(&5u32, |s| s.copied()),
+            Some(live),
+            "existing key untouched"
+        );
+        assert_eq!(
+            store.get(&1000u32, |s| s.copied()),
+            None,
+            "new key rolled back"
+        );
+        assert_eq!(store.len(), 63);
     }
 
     #[test]

@@ -243,7 +243,7 @@ fn decide_wide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> Decision
             retry_after: if increment > tolerance {
                 nanos(current + u128::from(quota.period_ns))
             } else {
-                nanos(ahead - tolerance)
+                nanos(ahead.saturating_sub(tolerance))
             },
         }
     }

@@ -287,7 +287,7 @@ impl Shared {
                 quota,
                 cost: policy.weight.cost(&head),
                 enforced,
-                charge_now: policy.charge_when.is_none(),
+                charge_now: true,
                 decision: None,
             });
             plan.parts.push(Part {
@@ -338,6 +338,11 @@ impl Shared {
             .zip(&plan.parts)
             .filter_map(|(check, part)| {
                 let compiled = &self.policies[part.policy];
+                // Shadow policies are reported to the audit log, never to
+                // clients: they would back off from a limit not enforced.
+                if compiled.policy.shadow {
+                    return None;
+                }
                 Some(Reported {
                     policy_member: &compiled.members[part.member],
                     name: &compiled.policy.name,
@@ -348,18 +353,41 @@ impl Shared {
             .collect();
 
         if !passes {
+            // The enforced policies that refused, named from the plan itself
+            // (the reported list leaves shadow policies out).
             let violated = || {
-                reported
+                plan.checks
                     .iter()
-                    .zip(&plan.checks)
-                    .filter(|(r, check)| check.enforced && !r.decision.allowed)
-                    .map(|(r, _)| r)
+                    .zip(&plan.parts)
+                    .filter_map(|(check, part)| {
+                        let decision = check.decision?;
+                        (check.enforced && !decision.allowed)
+                            .then(|| (&*self.policies[part.policy].policy.name, decision))
+                    })
             };
             let names: Vec<serde_json::Value> = violated()
-                .map(|r| serde_json::Value::from(r.name))
+                .map(|(name, _)| serde_json::Value::from(name))
                 .collect();
+            // A request that costs more than a policy's whole burst can never
+            // pass, however long it waits: too large, not too early.
+            if plan.checks.iter().any(|c| {
+                c.enforced
+                    && c.cost > c.quota.burst_size()
+                    && c.decision.is_some_and(|d| !d.allowed)
+            }) {
+                AuditEvent::refused(
+                    LAYER,
+                    RejectionKind::PayloadTooLarge,
+                    "request costs more than a burst",
+                )
+                .request(request)
+                .emit();
+                return Err(Rejection::payload_too_large()
+                    .with_detail("This request costs more than the rate limit allows at once.")
+                    .with_extension("violated_policies", serde_json::Value::Array(names)));
+            }
             let retry_after = violated()
-                .map(|r| r.decision.retry_after)
+                .map(|(_, decision)| decision.retry_after)
                 .max()
                 .unwrap_or(Duration::from_secs(1));
             let mut rejection = Rejection::rate_limited(retry_after)
@@ -504,20 +532,24 @@ struct Deferred {
 }
 
 impl Deferred {
+    /// Response-dependent checks were charged up front; a response that
+    /// does not match the policy's predicate gets its charge back. A refund
+    /// that cannot be made (Redis down) leaves the charge: over-counting is
+    /// the safe side.
     fn settle(self, status: http::StatusCode) {
         for (check, predicate, key) in self.checks {
-            if !predicate(status) {
+            if predicate(status) {
                 continue;
             }
             #[cfg(not(feature = "redis"))]
             let _ = key;
             match &self.backend {
-                Backend::Memory(store) => store.charge(&check),
+                Backend::Memory(store) => store.refund(&check),
                 #[cfg(feature = "redis")]
                 Backend::Redis(store) => {
                     if let (Some(key), Ok(runtime)) = (key, tokio::runtime::Handle::try_current()) {
                         let store = store.clone();
-                        runtime.spawn(async move { store.charge(check, key).await });
+                        runtime.spawn(async move { store.refund(check, key).await });
                     }
                 }
             }

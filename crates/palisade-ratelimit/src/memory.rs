@@ -31,7 +31,9 @@ pub(crate) struct Check {
     /// Refusals of this check refuse the request (false: shadow, or not
     /// enforced for this request).
     pub(crate) enforced: bool,
-    /// Charged now (false: charged after the response, if it matches).
+    /// Charged by this call when it fits (false only for the first,
+    /// deciding round on a Redis Cluster). Response-dependent checks are
+    /// charged too, and given back after the response if it does not match.
     pub(crate) charge_now: bool,
     pub(crate) decision: Option<Decision>,
 }
@@ -170,32 +172,32 @@ impl MemoryStore {
                     }
                 }
             } else {
-                for (i, check) in checks.iter().enumerate() {
-                    if let Some(decision) = check.decision
-                        && decision.allowed
-                        && check.charge_now
-                    {
-                        tx.set(i, Tat(decision.tat))?;
-                    }
-                }
+                // Every allowed check is charged now, response-dependent
+                // ones included (they are given back afterwards when the
+                // response does not match): charging after the response
+                // would let a burst of parallel requests all pass.
+                tx.set_all(checks.iter().enumerate().filter_map(|(i, check)| {
+                    let decision = check.decision?;
+                    decision.allowed.then_some((i, Tat(decision.tat)))
+                }))?;
             }
             Ok(passes)
         })
     }
 
-    /// Charges one check after the response (response-dependent policies).
-    pub(crate) fn charge(&self, check: &Check) {
-        let now = self.clock.now();
+    /// Gives back what a response-dependent check was charged, when its
+    /// response did not match (a successful login).
+    pub(crate) fn refund(&self, check: &Check) {
+        let now = self.clock.now().as_u64();
+        let increment = check
+            .quota
+            .emission_ns()
+            .saturating_mul(u64::from(check.cost));
         let _ = self.cells.update_hashed(
             check.hash,
-            now,
-            || Tat(now.as_u64()),
-            |tat| {
-                let decision = gcra::decide(&check.quota, Some(tat.0), now.as_u64(), check.cost);
-                if decision.allowed {
-                    tat.0 = decision.tat;
-                }
-            },
+            Nanos(now),
+            || Tat(now),
+            |tat| tat.0 = tat.0.saturating_sub(increment).max(now),
         );
     }
 }

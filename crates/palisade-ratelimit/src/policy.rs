@@ -18,15 +18,17 @@ use crate::gcra::Quota;
 pub enum Weight {
     /// Every request costs the same (default 1).
     Fixed(u32),
-    /// The integer value of a request header (missing or unreadable: 1),
-    /// capped at `max`.
+    /// The integer value of a request header, capped at `max` (missing: 1;
+    /// unreadable or out of range: `max`).
     Header {
         /// The header.
         name: HeaderName,
         /// The largest cost a header may claim.
         max: u32,
     },
-    /// One unit per started `bytes` of `Content-Length` (missing: 1).
+    /// One unit per started `bytes` of `Content-Length` (missing: 1, so pair
+    /// it with a body-size limit such as tower-http's
+    /// `RequestBodyLimitLayer` for chunked uploads).
     ContentLength {
         /// Bytes per unit.
         bytes: u64,
@@ -57,12 +59,17 @@ impl Weight {
     pub(crate) fn cost(&self, head: &RequestHead<'_>) -> u32 {
         let cost = match self {
             Weight::Fixed(n) => *n,
-            Weight::Header { name, max } => head
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u32>().ok())
-                .map_or(1, |n| n.min(*max)),
+            // No header: the request's ordinary cost. A header that cannot
+            // be read (garbage, out of range) costs the most, so nobody pays
+            // less by sending nonsense.
+            Weight::Header { name, max } => match head.headers().get(name) {
+                None => 1,
+                Some(value) => value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                    .map_or(*max, |n| n.min(*max)),
+            },
             Weight::ContentLength { bytes } => head
                 .headers()
                 .get(http::header::CONTENT_LENGTH)

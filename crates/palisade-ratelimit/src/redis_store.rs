@@ -26,6 +26,7 @@ use crate::memory::{Check, MemoryStore};
 /// now (0/1). Returns {passes, then per check: allowed, remaining, reset µs,
 /// retry-after µs}.
 const GCRA_SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
 local now
 if ARGV[1] == '' then
   local t = redis.call('TIME')
@@ -81,6 +82,27 @@ end
 return out
 ";
 
+/// Gives back `ARGV[2]` µs of a key's TAT (not below now). ARGV[1] as above.
+const REFUND_SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[1])
+end
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat then return 0 end
+local back = tat - tonumber(ARGV[2])
+if back <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], back, 'PX', math.ceil((back - now) / 1000) + 1)
+end
+return 1
+";
+
 /// Where the Redis store reads the time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
@@ -112,6 +134,7 @@ struct Inner {
     connection: RedisConnection,
     names: KeyNamer,
     script: RedisScript,
+    refund_script: RedisScript,
     time: TimeSource,
     failure: FailurePolicy,
     counts: FailureCounts,
@@ -179,6 +202,7 @@ impl RedisStoreBuilder {
                 connection: self.connection,
                 names,
                 script: RedisScript::new(GCRA_SCRIPT),
+                refund_script: RedisScript::new(REFUND_SCRIPT),
                 time: self.time,
                 failure: self.failure,
                 counts: FailureCounts::with_clock(Arc::clone(&self.clock)),
@@ -339,7 +363,10 @@ impl RedisStore {
     }
 
     async fn call(&self, checks: &mut [Check], keys: &[String]) -> Result<bool, RedisError> {
-        if checks.len() > 1 && self.inner.connection.is_cluster() {
+        if checks.len() > 1
+            && self.inner.connection.is_cluster()
+            && keys.iter().any(|k| slot(k) != slot(&keys[0]))
+        {
             return self.call_across_slots(checks, keys).await;
         }
         self.call_one_slot(checks, keys).await
@@ -382,7 +409,7 @@ impl RedisStore {
             let mut charges: smallvec::SmallVec<[(usize, [Check; 1]); 4]> = checks
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.charge_now && c.decision.is_some_and(|d| d.allowed))
+                .filter(|(_, c)| c.decision.is_some_and(|d| d.allowed))
                 .map(|(i, c)| {
                     (
                         i,
@@ -424,7 +451,8 @@ impl RedisStore {
         args.push(now_arg);
         for check in checks.iter() {
             // Microsecond resolution in Redis: at most a million per second per key.
-            args.push((check.quota.emission_ns() / 1_000).max(1).to_string());
+            // Rounded up: rounding down would let a faster rate through.
+            args.push(check.quota.emission_ns().div_ceil(1_000).max(1).to_string());
             args.push(check.quota.burst_size().to_string());
             args.push(check.cost.to_string());
             args.push(if check.enforced { "1" } else { "0" }.to_owned());
@@ -451,19 +479,58 @@ impl RedisStore {
         Ok(passes)
     }
 
-    /// Charges one response-dependent check after the response.
-    pub(crate) async fn charge(&self, check: Check, key: String) {
-        let mut checks = [Check {
-            charge_now: true,
-            enforced: false,
-            ..check
-        }];
-        if self.inner.breaker.allows(self.inner.clock.now()) {
-            let _ = self.call(&mut checks, std::slice::from_ref(&key)).await;
-        } else {
-            self.inner.local.charge(&check);
+    /// Gives back a response-dependent check's charge.
+    pub(crate) async fn refund(&self, check: Check, key: String) {
+        let inner = &*self.inner;
+        if !inner.breaker.allows(inner.clock.now()) {
+            return;
+        }
+        let now_arg = match inner.time {
+            TimeSource::Redis => String::new(),
+            TimeSource::Client => u64::try_from(inner.clock.unix_time().as_micros())
+                .unwrap_or(u64::MAX)
+                .to_string(),
+        };
+        let back = check
+            .quota
+            .emission_ns()
+            .div_ceil(1_000)
+            .max(1)
+            .saturating_mul(u64::from(check.cost))
+            .to_string();
+        let _: Result<i64, _> = inner
+            .refund_script
+            .invoke(&inner.connection, &[key.as_str()], &[now_arg, back])
+            .await;
+    }
+}
+
+/// The Cluster slot of a key: CRC16 (XMODEM) of its hash tag, modulo 16384,
+/// as Redis computes it. Written here because the redis crate keeps its own
+/// private; used only to tell whether one script can take all of a
+/// request's keys.
+fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+        })
+        .unwrap_or(bytes);
+    let mut crc: u16 = 0;
+    for &byte in tagged {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
     }
+    crc % 16_384
 }
 
 /// A quota divided among `instances`: count and burst each at least 1.
@@ -476,11 +543,15 @@ fn local_share(quota: &Quota, instances: NonZeroU32) -> Quota {
 
 /// Stops asking a Redis that keeps failing: after three consecutive
 /// unavailable answers it opens for a cooldown, during which requests go
-/// straight to the failure policy; then Redis is tried again.
+/// straight to the failure policy. After the cooldown one request (elected
+/// by compare-and-swap) probes Redis while the others keep the fallback; its
+/// success closes the breaker, its failure opens it again.
 #[derive(Debug)]
 struct Breaker {
     failures: AtomicU32,
+    /// 0: closed; otherwise the end of the cooldown (nanoseconds).
     open_until: AtomicU64,
+    probing: std::sync::atomic::AtomicBool,
     cooldown: Duration,
 }
 
@@ -491,25 +562,82 @@ impl Breaker {
         Self {
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
+            probing: std::sync::atomic::AtomicBool::new(false),
             cooldown,
         }
     }
 
     fn allows(&self, now: Nanos) -> bool {
-        now.as_u64() >= self.open_until.load(Ordering::Relaxed)
+        let open_until = self.open_until.load(Ordering::Acquire);
+        if open_until == 0 {
+            return true;
+        }
+        now.as_u64() >= open_until
+            && self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     fn success(&self) {
         self.failures.store(0, Ordering::Relaxed);
+        if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+            tracing::info!(target: "palisade::ratelimit", "redis breaker closed");
+        }
+        self.probing.store(false, Ordering::Release);
     }
 
     fn failure(&self, now: Nanos) {
-        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= Self::THRESHOLD {
-            self.open_until.store(
-                now.saturating_add(self.cooldown).as_u64(),
-                Ordering::Relaxed,
-            );
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let probing = self.probing.swap(false, Ordering::AcqRel);
+        if failures >= Self::THRESHOLD || probing {
+            let until = now.saturating_add(self.cooldown).as_u64().max(1);
+            self.open_until.store(until, Ordering::Release);
             tracing::warn!(target: "palisade::ratelimit", cooldown = ?self.cooldown, "redis breaker open");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_hash_tag_as_redis_computes_them() {
+        // Values from `CLUSTER KEYSLOT`.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("a:{tag}:x"), slot("tag"));
+        assert_eq!(
+            slot("a{}b"),
+            slot("a{}b"),
+            "an empty tag hashes the whole key"
+        );
+    }
+
+    #[test]
+    fn the_breaker_lets_one_probe_through_after_its_cooldown() {
+        let breaker = Breaker::new(Duration::from_millis(100));
+        let t0 = Nanos(1_000_000_000);
+        for _ in 0..3 {
+            assert!(breaker.allows(t0));
+            breaker.failure(t0);
+        }
+        assert!(!breaker.allows(t0), "open");
+        let later = t0.saturating_add(Duration::from_millis(150));
+        assert!(breaker.allows(later), "one probe");
+        assert!(!breaker.allows(later), "only one");
+        breaker.failure(later);
+        assert!(
+            !breaker.allows(later.saturating_add(Duration::from_millis(50))),
+            "reopened"
+        );
+        let again = later.saturating_add(Duration::from_millis(200));
+        assert!(breaker.allows(again));
+        breaker.success();
+        assert!(
+            breaker.allows(again) && breaker.allows(again),
+            "closed: everyone"
+        );
     }
 }

@@ -430,3 +430,96 @@ async fn one_layer_on_several_routes_shares_its_state() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+#[tokio::test]
+async fn parallel_failed_logins_cannot_outrun_the_limit() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let (_clock, store) = manual_store();
+    let logins = RateLimitPolicy::builder("failed_logins", KeyFn::ClientIp, Quota::per_hour(3))
+        .charge_when(|status| status == StatusCode::UNAUTHORIZED)
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder()
+        .policy(logins)
+        .store(store)
+        .build()
+        .unwrap();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&reached);
+    let login = post(move || {
+        let counter = Arc::clone(&counter);
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            // Slow enough that all attempts are in flight together.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            StatusCode::UNAUTHORIZED
+        }
+    });
+    let addr = serve(Router::new().route("/auth/login", login).route_layer(layer)).await;
+    let attempts: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(async move { send(addr, "POST", "/auth/login", &[]).await.status() }))
+        .collect();
+    let mut refused = 0;
+    for attempt in attempts {
+        if attempt.await.unwrap() == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        3,
+        "only the burst reaches the handler"
+    );
+    assert_eq!(refused, 17);
+}
+
+#[tokio::test]
+async fn a_request_costing_more_than_the_burst_is_too_large() {
+    use palisade_ratelimit::Weight;
+    let (_clock, store) = manual_store();
+    let upload = RateLimitPolicy::builder("upload_units", KeyFn::ClientIp, Quota::per_minute(10))
+        .weight(Weight::Header {
+            name: http::HeaderName::from_static("x-units"),
+            max: 1_000,
+        })
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder()
+        .policy(upload)
+        .store(store)
+        .build()
+        .unwrap();
+    let addr = serve(
+        Router::new()
+            .route("/upload", post(|| async { "ok" }))
+            .layer(layer),
+    )
+    .await;
+    assert_eq!(
+        send(addr, "POST", "/upload", &[("x-units", "4")])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let huge = send(addr, "POST", "/upload", &[("x-units", "11")]).await;
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        json(&huge)["violated_policies"],
+        serde_json::json!(["upload_units"])
+    );
+    // The refused request charged nothing: six units are left.
+    assert_eq!(
+        send(addr, "POST", "/upload", &[("x-units", "6")])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(addr, "POST", "/upload", &[("x-units", "1")])
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
