@@ -313,13 +313,21 @@ impl RedisStore {
                             && check.enforced
                             && !decision.allowed
                         {
-                            let until = now.saturating_add(decision.retry_after);
-                            let _ = inner.refused_until.update(
-                                &check.hash,
-                                now,
-                                || until,
-                                |u| *u = until,
-                            );
+                            // Until a request of cost 1 fits again: caching
+                            // this request's own retry time would let one
+                            // costly request block the key for everyone.
+                            let wait = palisade_core::clock::duration_to_nanos(decision.reset)
+                                .saturating_add(check.quota.emission_ns())
+                                .saturating_sub(check.quota.tolerance_ns());
+                            if wait > 0 {
+                                let until = now.saturating_add(Duration::from_nanos(wait));
+                                let _ = inner.refused_until.update(
+                                    &check.hash,
+                                    now,
+                                    || until,
+                                    |u| *u = until,
+                                );
+                            }
                         }
                     }
                     return RedisOutcome::Decided(passes);

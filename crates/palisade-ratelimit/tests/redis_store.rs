@@ -284,3 +284,109 @@ async fn a_killed_redis_applies_the_failure_policy_without_hanging_and_recovery_
     .await;
     println!("recovered {:?} after redis came back", back.elapsed());
 }
+
+#[tokio::test]
+async fn in_redis_failed_logins_are_counted_and_successes_refunded() {
+    use axum::routing::post;
+    let server = RedisServer::start().expect("redis-server");
+    let connection = RedisConnection::connect(&RedisConfig::standalone(server.url()))
+        .await
+        .unwrap();
+    let store = RedisStore::builder(connection).build().unwrap();
+    let policy = RateLimitPolicy::builder("failed_logins", KeyFn::ClientIp, Quota::per_hour(3))
+        .charge_when(|status| status == StatusCode::UNAUTHORIZED)
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder()
+        .policy(policy)
+        .redis_store(store)
+        .build()
+        .unwrap();
+    let login = post(|headers: http::HeaderMap| async move {
+        if headers.get("x-password").is_some_and(|p| p == "right") {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/login", login).layer(layer);
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let attempt = |password: &'static str| async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::post("/login")
+            .header("host", "t")
+            .header("x-password", password)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap().status()
+    };
+    for _ in 0..6 {
+        assert_eq!(attempt("right").await, StatusCode::OK);
+        // Refunds are sent after the response; let them land.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(attempt("wrong").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(attempt("right").await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn one_costly_refusal_does_not_block_cheap_requests_of_the_same_key() {
+    use palisade_ratelimit::Weight;
+    let server = RedisServer::start().expect("redis-server");
+    let connection = RedisConnection::connect(&RedisConfig::standalone(server.url()))
+        .await
+        .unwrap();
+    let store = RedisStore::builder(connection).build().unwrap();
+    let policy = RateLimitPolicy::builder("units", KeyFn::Global, Quota::per_minute(10))
+        .weight(Weight::Header {
+            name: http::HeaderName::from_static("x-units"),
+            max: 100,
+        })
+        .build()
+        .unwrap();
+    let addr = serve(
+        RateLimitLayer::builder()
+            .policy(policy)
+            .redis_store(store)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let call = |units: &'static str| async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::get("/api")
+            .header("host", "t")
+            .header("x-units", units)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap().status()
+    };
+    assert_eq!(call("8").await, StatusCode::OK);
+    assert_eq!(
+        call("5").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "only 2 units left"
+    );
+    // The refusal above must not make this instance refuse cheap requests.
+    assert_eq!(call("1").await, StatusCode::OK);
+    assert_eq!(call("1").await, StatusCode::OK);
+}
