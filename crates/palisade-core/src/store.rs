@@ -277,6 +277,14 @@ impl<S> KeyedStore<S> {
         self.hasher.hash_one(key)
     }
 
+    /// A hasher with the store's secret key, for callers that hash a fixed
+    /// prefix once and then clone the state per request. Its `finish()` is a
+    /// valid hash for [`update_hashed`](Self::update_hashed).
+    #[inline]
+    pub fn build_hasher(&self) -> std::hash::DefaultHasher {
+        self.hasher.build_hasher()
+    }
+
     #[inline]
     fn shard_index(&self, hash: u64) -> usize {
         // Middle bits: the table uses the low bits for its position and the

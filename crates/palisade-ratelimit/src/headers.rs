@@ -70,8 +70,39 @@ pub(crate) struct Reported<'a> {
     pub(crate) decision: Decision,
 }
 
-/// The fields of one response; two without the legacy ones.
-pub(crate) type Fields = SmallVec<[(HeaderName, HeaderValue); 2]>;
+/// The fields of one response: the two IETF fields inline (their names are
+/// fixed, so only values are kept), the legacy ones boxed since they are
+/// rarely asked for. Small, because it travels inside response futures.
+#[derive(Default)]
+pub(crate) struct Fields {
+    policy: Option<HeaderValue>,
+    state: Option<HeaderValue>,
+    legacy: Option<Box<[(HeaderName, HeaderValue); 3]>>,
+}
+
+impl Fields {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.policy.is_none() && self.state.is_none() && self.legacy.is_none()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.policy.is_some())
+            + usize::from(self.state.is_some())
+            + self.legacy.as_ref().map_or(0, |l| l.len())
+    }
+
+    pub(crate) fn into_pairs(self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+        self.policy
+            .map(|v| (RATELIMIT_POLICY.clone(), v))
+            .into_iter()
+            .chain(self.state.map(|v| (RATELIMIT.clone(), v)))
+            .chain(self.legacy.into_iter().flat_map(|legacy| *legacy))
+    }
+}
 
 /// The fields for these policies, to add to a response. Built by hand into
 /// one buffer each (no formatting machinery): this runs on every allowed
@@ -107,26 +138,26 @@ pub(crate) fn fields(reported: &[Reported<'_>], options: HeaderOptions) -> Field
         state.extend_from_slice(b";t=");
         state.extend_from_slice(numbers.format(ceil_secs(report.decision.reset)).as_bytes());
     }
-    fields.push((RATELIMIT_POLICY.clone(), policy));
-    fields.push((
-        RATELIMIT.clone(),
-        HeaderValue::from_bytes(&state).unwrap_or_else(|_| HeaderValue::from_static("")),
-    ));
+    fields.policy = Some(policy);
+    fields.state =
+        Some(HeaderValue::from_bytes(&state).unwrap_or_else(|_| HeaderValue::from_static("")));
     if options.legacy
         && let Some(tightest) = reported.iter().min_by_key(|r| r.decision.remaining())
     {
-        fields.push((
-            X_RATELIMIT_LIMIT.clone(),
-            HeaderValue::from(tightest.quota.count()),
-        ));
-        fields.push((
-            X_RATELIMIT_REMAINING.clone(),
-            HeaderValue::from(tightest.decision.remaining()),
-        ));
-        fields.push((
-            X_RATELIMIT_RESET.clone(),
-            HeaderValue::from(ceil_secs(tightest.decision.reset)),
-        ));
+        fields.legacy = Some(Box::new([
+            (
+                X_RATELIMIT_LIMIT.clone(),
+                HeaderValue::from(tightest.quota.count()),
+            ),
+            (
+                X_RATELIMIT_REMAINING.clone(),
+                HeaderValue::from(tightest.decision.remaining()),
+            ),
+            (
+                X_RATELIMIT_RESET.clone(),
+                HeaderValue::from(ceil_secs(tightest.decision.reset)),
+            ),
+        ]));
     }
     fields
 }
@@ -174,13 +205,15 @@ mod tests {
                 decision: b,
             },
         ];
-        let fields = fields(
+        let fields: Vec<_> = fields(
             &reported,
             HeaderOptions {
                 on_allowed: true,
                 legacy: true,
             },
-        );
+        )
+        .into_pairs()
+        .collect();
         let get = |name: &HeaderName| {
             fields
                 .iter()

@@ -59,6 +59,8 @@ struct Shared {
 
 struct Compiled {
     policy: RateLimitPolicy,
+    /// The store's keyed hash after this policy's name.
+    prefix: std::hash::DefaultHasher,
     /// `"name";q=..;w=..` per tier (one for a fixed quota); computed once.
     members: Vec<HeaderValue>,
 }
@@ -132,6 +134,9 @@ impl RateLimitLayerBuilder {
                 ));
             }
         }
+        let backend = self
+            .backend
+            .unwrap_or_else(|| Backend::Memory(MemoryStore::default()));
         let policies = self
             .policies
             .into_iter()
@@ -148,15 +153,17 @@ impl RateLimitLayerBuilder {
                         })
                         .collect(),
                 };
-                Compiled { policy, members }
+                Compiled {
+                    prefix: backend.prefix_hasher(&policy.name),
+                    policy,
+                    members,
+                }
             })
             .collect();
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
                 policies,
-                backend: self
-                    .backend
-                    .unwrap_or_else(|| Backend::Memory(MemoryStore::default())),
+                backend,
                 headers: self.headers,
             }),
         })
@@ -274,13 +281,14 @@ impl Shared {
             };
             let enforced = !policy.shadow
                 && (policy.enforce_percent >= 100 || percent_roll() < policy.enforce_percent);
-            let hash = match &self.backend {
-                Backend::Memory(store) => store.hash(&policy.name, key.as_bytes()),
-                #[cfg(feature = "redis")]
-                Backend::Redis(store) => {
-                    plan.keys.push(store.key_name(&policy.name, &key));
-                    store.hash(&policy.name, key.as_bytes())
-                }
+            #[cfg(feature = "redis")]
+            if let Backend::Redis(store) = &self.backend {
+                plan.keys.push(store.key_name(&policy.name, &key));
+            }
+            let hash = {
+                let mut hasher = compiled.prefix.clone();
+                std::hash::Hasher::write(&mut hasher, key.as_bytes());
+                std::hash::Hasher::finish(&hasher)
             };
             plan.checks.push(Check {
                 hash,
@@ -399,7 +407,9 @@ impl Shared {
                     on_allowed: true,
                     ..self.headers
                 },
-            ) {
+            )
+            .into_pairs()
+            {
                 rejection = rejection.with_header(name, value);
             }
             AuditEvent::refused(LAYER, RejectionKind::RateLimited, "rate limit exhausted")
@@ -458,7 +468,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let shared = Arc::clone(&self.shared);
+        let shared: &Shared = &self.shared;
         let mut plan = shared.plan(&request);
         if plan.checks.is_empty() {
             return ResponseFuture::ready(
@@ -489,6 +499,7 @@ where
             #[cfg(feature = "redis")]
             Backend::Redis(store) => {
                 let store = store.clone();
+                let shared = Arc::clone(&self.shared);
                 // The ready service goes with the request; a clone stays.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -525,6 +536,16 @@ enum Backend {
     Redis(crate::redis_store::RedisStore),
 }
 
+impl Backend {
+    fn prefix_hasher(&self, policy: &str) -> std::hash::DefaultHasher {
+        match self {
+            Backend::Memory(store) => store.prefix_hasher(policy),
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) => store.prefix_hasher(policy),
+        }
+    }
+}
+
 /// Charges owed once the response is known.
 struct Deferred {
     backend: Backend,
@@ -557,14 +578,6 @@ impl Deferred {
     }
 }
 
-/// What an allowed request still owes its response: fields to add and
-/// charges to make. Boxed, so the future stays small (futures are moved on
-/// every call; a large one costs more in copies than one allocation).
-struct AfterResponse {
-    fields: Fields,
-    deferred: Option<Deferred>,
-}
-
 type BoxedResponse<B, E> =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send + 'static>>;
 
@@ -583,7 +596,9 @@ pin_project! {
         Ready {
             #[pin]
             inner: CoreFuture<F, B>,
-            after: Option<Box<AfterResponse>>,
+            // Boxed, so the future stays small: futures are moved on every
+            // call, and a large one costs more in copies than one allocation.
+            after: Option<Box<(Fields, Option<Deferred>)>>,
         },
         // Waiting for a remote store, then the inner call.
         Boxed {
@@ -600,8 +615,8 @@ impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
 
 impl<F, B, E> ResponseFuture<F, B, E> {
     fn ready(inner: CoreFuture<F, B>, fields: Fields, deferred: Option<Deferred>) -> Self {
-        let after = (!fields.is_empty() || deferred.is_some())
-            .then(|| Box::new(AfterResponse { fields, deferred }));
+        let after =
+            (!fields.is_empty() || deferred.is_some()).then(|| Box::new((fields, deferred)));
         ResponseFuture {
             kind: Kind::Ready { inner, after },
         }
@@ -629,12 +644,14 @@ where
                 let Some(owed) = after.take() else {
                     return Poll::Ready(Ok(response));
                 };
-                let AfterResponse { fields, deferred } = *owed;
-                let headers = response.headers_mut();
-                headers.reserve(fields.len());
-                for (name, value) in fields {
-                    // A handler's own values win.
-                    headers.entry(name).or_insert(value);
+                let (fields, deferred) = *owed;
+                if !fields.is_empty() {
+                    let headers = response.headers_mut();
+                    headers.reserve(fields.len());
+                    for (name, value) in fields.into_pairs() {
+                        // A handler's own values win.
+                        headers.entry(name).or_insert(value);
+                    }
                 }
                 if let Some(deferred) = deferred {
                     deferred.settle(response.status());

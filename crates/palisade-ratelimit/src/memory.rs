@@ -1,6 +1,7 @@
 //! The in-memory store: core's bounded keyed store of theoretical arrival
 //! times, every policy of a request decided under one transaction.
 
+use std::hash::Hasher;
 use std::sync::Arc;
 
 use palisade_core::ConfigError;
@@ -145,7 +146,19 @@ impl MemoryStore {
     }
 
     pub(crate) fn hash(&self, policy: &str, key: &[u8]) -> u64 {
-        self.cells.hash_key(&(policy, key))
+        let mut hasher = self.prefix_hasher(policy);
+        hasher.write(key);
+        hasher.finish()
+    }
+
+    /// The hash state after a policy's name, cloned per request by the
+    /// layer so that only the key's bytes are hashed on the request path.
+    pub(crate) fn prefix_hasher(&self, policy: &str) -> std::hash::DefaultHasher {
+        let mut hasher = self.cells.build_hasher();
+        hasher.write(policy.as_bytes());
+        // A separator no name contains, so name and key cannot run together.
+        hasher.write_u8(0xff);
+        hasher
     }
 
     /// Decides every check together: the request passes only if every
@@ -153,6 +166,25 @@ impl MemoryStore {
     /// whether it passes.
     pub(crate) fn decide(&self, checks: &mut [Check]) -> Result<bool, StoreFull> {
         let now = self.clock.now();
+        if let [check] = checks {
+            // One policy: one shard, one lock, no transaction to set up.
+            let (quota, cost) = (check.quota, check.cost);
+            let decision = self.cells.update_hashed(
+                check.hash,
+                now,
+                || Tat(0),
+                |tat| {
+                    let stored = (!tat.is_idle(now)).then_some(tat.0);
+                    let decision = gcra::decide(&quota, stored, now.as_u64(), cost);
+                    if decision.allowed {
+                        tat.0 = decision.tat;
+                    }
+                    decision
+                },
+            )?;
+            check.decision = Some(decision);
+            return Ok(decision.allowed || !check.enforced);
+        }
         let hashes: SmallVec<[u64; 4]> = checks.iter().map(|c| c.hash).collect();
         self.cells.transact(&hashes, now, |tx| {
             let mut passes = true;

@@ -275,8 +275,8 @@ impl RedisStore {
         self.inner.names.key(&format!("rl:{policy}"), key)
     }
 
-    pub(crate) fn hash(&self, policy: &str, key: &[u8]) -> u64 {
-        self.inner.local.hash(policy, key)
+    pub(crate) fn prefix_hasher(&self, policy: &str) -> std::hash::DefaultHasher {
+        self.inner.local.prefix_hasher(policy)
     }
 
     /// Decides every check together in one script call.
