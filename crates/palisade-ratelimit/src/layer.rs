@@ -34,6 +34,12 @@ const LAYER: &str = "ratelimit";
 /// any charged. State lives behind an `Arc`: the same layer applied to many
 /// routes (`route_layer`) shares it, and clones share it.
 ///
+/// The inner service must be `Clone + Send + 'static` (as axum and tonic
+/// services are): with a Redis store the decision is awaited before the
+/// inner service is called, and the ready service travels with the request.
+/// With the in-memory store the decision is made inside `call`, with no
+/// extra future and no boxing.
+///
 /// ```
 /// use palisade_core::key::KeyFn;
 /// use palisade_ratelimit::{Quota, RateLimitLayer, RateLimitPolicy};
