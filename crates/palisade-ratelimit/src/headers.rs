@@ -89,10 +89,20 @@ impl Fields {
         self.policy.is_none() && self.state.is_none() && self.legacy.is_none()
     }
 
-    pub(crate) fn len(&self) -> usize {
-        usize::from(self.policy.is_some())
-            + usize::from(self.state.is_some())
-            + self.legacy.as_ref().map_or(0, |l| l.len())
+    /// Adds the fields to a response's headers; values the handler set
+    /// itself win.
+    pub(crate) fn write_to(self, headers: &mut http::HeaderMap) {
+        if let Some(value) = self.policy {
+            headers.entry(&RATELIMIT_POLICY).or_insert(value);
+        }
+        if let Some(value) = self.state {
+            headers.entry(&RATELIMIT).or_insert(value);
+        }
+        if let Some(legacy) = self.legacy {
+            for (name, value) in *legacy {
+                headers.entry(name).or_insert(value);
+            }
+        }
     }
 
     pub(crate) fn into_pairs(self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {

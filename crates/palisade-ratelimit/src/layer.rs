@@ -652,12 +652,7 @@ where
                 };
                 let (fields, deferred) = *owed;
                 if !fields.is_empty() {
-                    let headers = response.headers_mut();
-                    headers.reserve(fields.len());
-                    for (name, value) in fields.into_pairs() {
-                        // A handler's own values win.
-                        headers.entry(name).or_insert(value);
-                    }
+                    fields.write_to(response.headers_mut());
                 }
                 if let Some(deferred) = deferred {
                     deferred.settle(response.status());
