@@ -92,15 +92,23 @@ impl Fields {
     /// Adds the fields to a response's headers; values the handler set
     /// itself win.
     pub(crate) fn write_to(self, headers: &mut http::HeaderMap) {
-        if let Some(value) = self.policy {
-            headers.entry(&RATELIMIT_POLICY).or_insert(value);
+        // `contains_key` then `insert` measures faster here than the entry
+        // API, which this runs for on every allowed response.
+        if let Some(value) = self.policy
+            && !headers.contains_key(&RATELIMIT_POLICY)
+        {
+            headers.insert(&RATELIMIT_POLICY, value);
         }
-        if let Some(value) = self.state {
-            headers.entry(&RATELIMIT).or_insert(value);
+        if let Some(value) = self.state
+            && !headers.contains_key(&RATELIMIT)
+        {
+            headers.insert(&RATELIMIT, value);
         }
         if let Some(legacy) = self.legacy {
             for (name, value) in *legacy {
-                headers.entry(name).or_insert(value);
+                if !headers.contains_key(&name) {
+                    headers.insert(name, value);
+                }
             }
         }
     }
