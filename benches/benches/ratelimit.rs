@@ -143,13 +143,14 @@ fn bench_ratelimit(c: &mut Criterion) {
     let mut group = c.benchmark_group("ratelimit_decision");
     group.measurement_time(Duration::from_secs(3));
     let store = MemoryStore::default();
+    let per_ip = store.namespace("per_ip");
     let quota = Quota::per_second(BURST);
     let limiter = RateLimiter::<IpAddr, _, _>::keyed(GovernorQuota::per_second(
         NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MAX),
     ));
     for (label, keys) in [("1 key", 1u64), ("100k keys", 100_000)] {
         let mut n = 0u64;
-        group.bench_function(BenchmarkId::new("palisade check", label), |b| {
+        group.bench_function(BenchmarkId::new("palisade check_in", label), |b| {
             b.iter(|| {
                 n = (n + 7_919) % keys;
                 let ip = client_ip(n);
@@ -157,7 +158,11 @@ fn bench_ratelimit(c: &mut Criterion) {
                     IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
                     IpAddr::V6(v6) => v6.octets(),
                 };
-                black_box(store.check("per_ip", &bytes, &quota, 1).map(|d| d.allowed))
+                black_box(
+                    store
+                        .check_in(&per_ip, &bytes, &quota, 1)
+                        .map(|d| d.allowed),
+                )
             })
         });
         let mut n = 0u64;

@@ -55,7 +55,7 @@ mod redis_store;
 pub use gcra::Quota;
 pub use headers::HeaderOptions;
 pub use layer::{RateLimit, RateLimitLayer, RateLimitLayerBuilder, ResponseFuture};
-pub use memory::{MemoryStore, MemoryStoreBuilder};
+pub use memory::{MemoryStore, MemoryStoreBuilder, Namespace};
 /// Redis failure policies, for [`RedisStoreBuilder::on_failure`].
 #[cfg(feature = "redis")]
 pub use palisade_redis::FailurePolicy;

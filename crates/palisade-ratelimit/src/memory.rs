@@ -35,8 +35,15 @@ pub(crate) struct Check {
     /// Charged by this call when it fits (false only for the first,
     /// deciding round on a Redis Cluster). Response-dependent checks are
     /// charged too, and given back after the response if it does not match.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) charge_now: bool,
     pub(crate) decision: Option<Decision>,
+}
+
+/// A policy name hashed once; see [`MemoryStore::namespace`].
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    prefix: std::hash::DefaultHasher,
 }
 
 /// In-memory rate-limit state: bounded (a hard cap on keys), idle keys
@@ -45,7 +52,25 @@ pub(crate) struct Check {
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
     cells: Arc<KeyedStore<Tat>>,
-    clock: Arc<dyn Clock>,
+    clock: StoreClock,
+}
+
+/// The system clock is called directly (it is read on every decision and
+/// inlines); any other clock through its trait object.
+#[derive(Clone, Debug)]
+enum StoreClock {
+    System,
+    Other(Arc<dyn Clock>),
+}
+
+impl StoreClock {
+    #[inline]
+    fn now(&self) -> Nanos {
+        match self {
+            StoreClock::System => SystemClock.now(),
+            StoreClock::Other(clock) => clock.now(),
+        }
+    }
 }
 
 impl Default for MemoryStore {
@@ -60,7 +85,7 @@ impl Default for MemoryStore {
 #[derive(Debug)]
 pub struct MemoryStoreBuilder {
     capacity: usize,
-    clock: Arc<dyn Clock>,
+    clock: StoreClock,
 }
 
 impl MemoryStoreBuilder {
@@ -73,7 +98,7 @@ impl MemoryStoreBuilder {
 
     /// The clock (default: the system clock); tests use a manual one.
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = StoreClock::Other(Arc::new(clock));
         self
     }
 
@@ -91,7 +116,7 @@ impl MemoryStore {
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
             capacity: 1_000_000,
-            clock: Arc::new(SystemClock),
+            clock: StoreClock::System,
         }
     }
 
@@ -126,8 +151,47 @@ impl MemoryStore {
         quota: &Quota,
         cost: u32,
     ) -> Result<Decision, StoreFull> {
+        self.check_hashed(self.hash(namespace, key), quota, cost)
+    }
+
+    /// A namespace whose name is hashed once, for [`check_in`](Self::check_in)
+    /// on a hot path.
+    pub fn namespace(&self, name: &str) -> Namespace {
+        Namespace {
+            prefix: self.prefix_hasher(name),
+        }
+    }
+
+    /// [`check`](Self::check) in a namespace made by
+    /// [`namespace`](Self::namespace): only the key's bytes are hashed.
+    ///
+    /// ```
+    /// use palisade_ratelimit::{MemoryStore, Quota};
+    ///
+    /// let store = MemoryStore::default();
+    /// let exports = store.namespace("exports");
+    /// let quota = Quota::per_minute(1);
+    /// assert!(store.check_in(&exports, b"tenant-7", &quota, 1)?.allowed);
+    /// assert!(!store.check_in(&exports, b"tenant-7", &quota, 1)?.allowed);
+    /// assert!(!store.check("exports", b"tenant-7", &quota, 1)?.allowed, "the same keys");
+    /// # Ok::<(), palisade_core::store::StoreFull>(())
+    /// ```
+    #[inline]
+    pub fn check_in(
+        &self,
+        namespace: &Namespace,
+        key: &[u8],
+        quota: &Quota,
+        cost: u32,
+    ) -> Result<Decision, StoreFull> {
+        let mut hasher = namespace.prefix.clone();
+        hasher.write(key);
+        self.check_hashed(hasher.finish(), quota, cost)
+    }
+
+    #[inline]
+    fn check_hashed(&self, hash: u64, quota: &Quota, cost: u32) -> Result<Decision, StoreFull> {
         let now = self.clock.now();
-        let hash = self.hash(namespace, key);
         // A new key starts as a full bucket: decide against "no TAT", and
         // store the TAT only when the request fits.
         self.cells.update_hashed(
