@@ -449,12 +449,7 @@ impl RedisStore {
         keys: &[String],
     ) -> Result<bool, RedisError> {
         let inner = &*self.inner;
-        let now_arg = match inner.time {
-            TimeSource::Redis => String::new(),
-            TimeSource::Client => u64::try_from(inner.clock.unix_time().as_micros())
-                .unwrap_or(u64::MAX)
-                .to_string(),
-        };
+        let now_arg = self.now_arg();
         let mut args: Vec<String> = Vec::with_capacity(1 + checks.len() * 5);
         args.push(now_arg);
         for check in checks.iter() {
@@ -487,18 +482,24 @@ impl RedisStore {
         Ok(passes)
     }
 
+    /// The script's time argument: empty to read Redis `TIME`, or this
+    /// machine's wall clock in microseconds.
+    fn now_arg(&self) -> String {
+        match self.inner.time {
+            TimeSource::Redis => String::new(),
+            TimeSource::Client => u64::try_from(self.inner.clock.unix_time().as_micros())
+                .unwrap_or(u64::MAX)
+                .to_string(),
+        }
+    }
+
     /// Gives back a response-dependent check's charge.
     pub(crate) async fn refund(&self, check: Check, key: String) {
         let inner = &*self.inner;
         if !inner.breaker.allows(inner.clock.now()) {
             return;
         }
-        let now_arg = match inner.time {
-            TimeSource::Redis => String::new(),
-            TimeSource::Client => u64::try_from(inner.clock.unix_time().as_micros())
-                .unwrap_or(u64::MAX)
-                .to_string(),
-        };
+        let now_arg = self.now_arg();
         let back = check
             .quota
             .emission_ns()
