@@ -259,6 +259,7 @@ enum Verdict {
 }
 
 impl Shared {
+    #[inline]
     fn plan<B>(&self, request: &Request<B>) -> Plan {
         let mut plan = Plan {
             checks: SmallVec::new(),
@@ -314,6 +315,7 @@ impl Shared {
 
     /// Either the rejection to answer with, or the fields and charges the
     /// response owes.
+    #[inline]
     fn conclude<B>(
         &self,
         request: &Request<B>,
@@ -620,6 +622,7 @@ impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
 }
 
 impl<F, B, E> ResponseFuture<F, B, E> {
+    #[inline]
     fn ready(inner: CoreFuture<F, B>, fields: Fields, deferred: Option<Deferred>) -> Self {
         let after =
             (!fields.is_empty() || deferred.is_some()).then(|| Box::new((fields, deferred)));
