@@ -39,22 +39,34 @@ use crate::rejection::{Rejection, RejectionParts, retry_after_secs};
 
 /// What kind of client is asking, which fixes how a rejection is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Protocol {
     /// HTTP: problem+json.
     Http,
-    /// gRPC (including gRPC-Web): Trailers-Only with `grpc-status`.
+    /// gRPC: Trailers-Only with `grpc-status`.
     Grpc,
+    /// gRPC-Web (binary): Trailers-Only, answered as `application/grpc-web+proto`.
+    GrpcWeb,
+    /// gRPC-Web text: Trailers-Only, answered as `application/grpc-web-text+proto`.
+    GrpcWebText,
 }
 
 impl Protocol {
     /// Reads the protocol from the request's `content-type`.
     #[inline]
     pub fn of(headers: &HeaderMap) -> Protocol {
-        match headers.get(CONTENT_TYPE) {
-            Some(value) if starts_with_ignore_case(value.as_bytes(), b"application/grpc") => {
-                Protocol::Grpc
-            }
-            _ => Protocol::Http,
+        let Some(value) = headers.get(CONTENT_TYPE) else {
+            return Protocol::Http;
+        };
+        let value = value.as_bytes();
+        if starts_with_ignore_case(value, b"application/grpc-web-text") {
+            Protocol::GrpcWebText
+        } else if starts_with_ignore_case(value, b"application/grpc-web") {
+            Protocol::GrpcWeb
+        } else if starts_with_ignore_case(value, b"application/grpc") {
+            Protocol::Grpc
+        } else {
+            Protocol::Http
         }
     }
 }
@@ -153,9 +165,16 @@ impl RenderRejection for ProblemJson {
                 );
                 (status, body, headers)
             }
-            Protocol::Grpc => {
+            grpc => {
                 let mut headers = parts.headers;
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                // A gRPC-Web client reads the reply as gRPC-Web; the
+                // Trailers-Only form has no body, so no framing differs.
+                let content_type = match grpc {
+                    Protocol::GrpcWeb => "application/grpc-web+proto",
+                    Protocol::GrpcWebText => "application/grpc-web-text+proto",
+                    _ => "application/grpc",
+                };
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
                 headers.insert("grpc-status", kind.grpc_code().header_value());
                 let message = parts.detail.as_deref().unwrap_or(kind.title());
                 let encoded: Cow<'_, str> = utf8_percent_encode(message, GRPC_MESSAGE).into();
@@ -361,7 +380,18 @@ mod tests {
             CONTENT_TYPE,
             HeaderValue::from_static("Application/GRPC-web"),
         );
-        assert_eq!(Protocol::of(&headers), Protocol::Grpc);
+        assert_eq!(Protocol::of(&headers), Protocol::GrpcWeb);
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc-web-text+proto"),
+        );
+        assert_eq!(Protocol::of(&headers), Protocol::GrpcWebText);
+        let response = ProblemJson::new().render(Rejection::forbidden(), Protocol::GrpcWebText);
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "application/grpc-web-text+proto"
+        );
+        assert_eq!(response.headers()["grpc-status"], "7");
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         assert_eq!(Protocol::of(&headers), Protocol::Http);
     }
