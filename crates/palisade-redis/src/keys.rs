@@ -37,7 +37,10 @@ impl KeyNamer {
     }
 
     /// The key of `client` in `namespace` (a fixed name chosen by the layer,
-    /// such as `rl` or `apikey`).
+    /// such as `rl` or `apikey`). A client part longer than
+    /// [`MAX_CLIENT_LEN`] bytes (a long header value or subject) is replaced
+    /// by `sha256:` and its SHA-256 in hex, so key names stay short and do
+    /// not carry long client-chosen text into Redis.
     pub fn key(&self, namespace: &str, client: impl fmt::Display) -> String {
         let mut out = String::with_capacity(self.prefix.len() + namespace.len() + 32);
         out.push_str(&self.prefix);
@@ -45,7 +48,17 @@ impl KeyNamer {
         // Writing to a String cannot fail.
         let _ = BraceEscaper(&mut out).write_str(namespace);
         out.push_str(":{");
+        let start = out.len();
         let _ = write!(BraceEscaper(&mut out), "{client}");
+        if out.len() - start > MAX_CLIENT_LEN {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(&out.as_bytes()[start..]);
+            out.truncate(start);
+            out.push_str("sha256:");
+            for byte in digest {
+                let _ = write!(out, "{byte:02x}");
+            }
+        }
         if out.ends_with('{') {
             // An empty tag hashes the whole key; keep one character inside.
             out.push('_');
@@ -54,6 +67,9 @@ impl KeyNamer {
         out
     }
 }
+
+/// The longest client part kept as text in a key name.
+pub const MAX_CLIENT_LEN: usize = 128;
 
 pub(crate) fn validate_prefix(prefix: &str) -> Result<(), String> {
     if prefix.is_empty() || prefix.len() > 64 {
@@ -105,6 +121,18 @@ mod tests {
         assert_eq!(names.key("ns", "{x}"), "p:ns:{%7Bx%7D}");
         assert_ne!(names.key("ns", "a{b"), names.key("ns", "a%7Bb"));
         assert_eq!(names.key("n{s}", "a"), "p:n%7Bs%7D:{a}");
+        let long = "x".repeat(200);
+        let hashed = names.key("ns", &long);
+        assert!(
+            hashed.starts_with("p:ns:{sha256:") && hashed.len() < 90,
+            "{hashed}"
+        );
+        assert_eq!(
+            hashed,
+            names.key("ns", &long),
+            "stable across calls and instances"
+        );
+        assert_ne!(hashed, names.key("ns", "x".repeat(201)));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub use config::{RedisConfig, RedisMode};
 pub use connection::RedisConnection;
 pub use error::RedisError;
 pub use failure::{FailureCounts, FailurePolicy, FallbackDecision};
-pub use keys::KeyNamer;
+pub use keys::{KeyNamer, MAX_CLIENT_LEN};
 pub use script::RedisScript;
 
 /// The `redis` crate this one is built on, for values and commands.
