@@ -2,11 +2,9 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
@@ -17,11 +15,11 @@ use palisade_core::guard::RequestHead;
 use palisade_core::key::Key;
 use palisade_core::render::respond;
 use palisade_core::{ConfigError, Rejection, RejectionKind};
-use pin_project_lite::pin_project;
 use smallvec::SmallVec;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::future::ResponseFuture;
 use crate::headers::{self, Fields, HeaderOptions, Reported};
 use crate::memory::{Check, MemoryStore};
 use crate::policy::{ChargePredicate, MissingKey, QuotaSource, RateLimitPolicy, TierLimit};
@@ -555,7 +553,7 @@ impl Backend {
 }
 
 /// Charges owed once the response is known.
-struct Deferred {
+pub(crate) struct Deferred {
     backend: Backend,
     checks: SmallVec<[(Check, ChargePredicate, Option<String>); 2]>,
 }
@@ -565,7 +563,7 @@ impl Deferred {
     /// does not match the policy's predicate gets its charge back. A refund
     /// that cannot be made (Redis down) leaves the charge: over-counting is
     /// the safe side.
-    fn settle(self, status: http::StatusCode) {
+    pub(crate) fn settle(self, status: http::StatusCode) {
         for (check, predicate, key) in self.checks {
             if predicate(status) {
                 continue;
@@ -581,86 +579,6 @@ impl Deferred {
                         runtime.spawn(async move { store.refund(check, key).await });
                     }
                 }
-            }
-        }
-    }
-}
-
-type BoxedResponse<B, E> =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send + 'static>>;
-
-pin_project! {
-    /// The response future of [`RateLimit`].
-    pub struct ResponseFuture<F, B, E> {
-        #[pin]
-        kind: Kind<F, B, E>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B, E> {
-        // Decided in memory, before the inner call.
-        Ready {
-            #[pin]
-            inner: CoreFuture<F, B>,
-            // Boxed, so the future stays small: futures are moved on every
-            // call, and a large one costs more in copies than one allocation.
-            after: Option<Box<(Fields, Option<Deferred>)>>,
-        },
-        // Waiting for a remote store, then the inner call.
-        Boxed {
-            future: BoxedResponse<B, E>,
-        },
-    }
-}
-
-impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> ResponseFuture<F, B, E> {
-    #[inline]
-    fn ready(inner: CoreFuture<F, B>, fields: Fields, deferred: Option<Deferred>) -> Self {
-        let after =
-            (!fields.is_empty() || deferred.is_some()).then(|| Box::new((fields, deferred)));
-        ResponseFuture {
-            kind: Kind::Ready { inner, after },
-        }
-    }
-
-    #[cfg(feature = "redis")]
-    fn boxed(future: BoxedResponse<B, E>) -> Self {
-        ResponseFuture {
-            kind: Kind::Boxed { future },
-        }
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Boxed { future } => future.as_mut().poll(cx),
-            KindProj::Ready { inner, after } => {
-                let mut response = ready!(inner.poll(cx))?;
-                let Some(owed) = after.take() else {
-                    return Poll::Ready(Ok(response));
-                };
-                let (fields, deferred) = *owed;
-                if !fields.is_empty() {
-                    fields.write_to(response.headers_mut());
-                }
-                if let Some(deferred) = deferred {
-                    deferred.settle(response.status());
-                }
-                Poll::Ready(Ok(response))
             }
         }
     }

@@ -44,6 +44,7 @@
 
 #[cfg(feature = "serde")]
 pub mod config;
+mod future;
 pub mod gcra;
 pub mod headers;
 mod layer;
@@ -52,9 +53,10 @@ mod policy;
 #[cfg(feature = "redis")]
 mod redis_store;
 
+pub use future::ResponseFuture;
 pub use gcra::Quota;
 pub use headers::HeaderOptions;
-pub use layer::{RateLimit, RateLimitLayer, RateLimitLayerBuilder, ResponseFuture};
+pub use layer::{RateLimit, RateLimitLayer, RateLimitLayerBuilder};
 pub use memory::{MemoryStore, MemoryStoreBuilder, Namespace};
 /// Redis failure policies, for [`RedisStoreBuilder::on_failure`].
 #[cfg(feature = "redis")]

@@ -3,7 +3,6 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use palisade_core::ConfigError;
@@ -17,91 +16,11 @@ use palisade_redis::{
 use crate::gcra::{Decision, Quota};
 use crate::memory::{Check, MemoryStore};
 
-/// GCRA for several keys at once, all-or-nothing, in microseconds (Lua
-/// numbers are doubles: microseconds since the epoch stay exact, nanoseconds
-/// would not).
-///
-/// KEYS: one per check. ARGV[1]: now in µs, or "" to read Redis `TIME`;
-/// then five per check: emission µs, burst, cost, enforced (0/1), charge
-/// now (0/1). Returns {passes, then per check: allowed, remaining, reset µs,
-/// retry-after µs}.
-const GCRA_SCRIPT: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
-end
-local n = #KEYS
-local tats, news, allowed = {}, {}, {}
-local passes = 1
-for i = 1, n do
-  local base = 1 + (i - 1) * 5
-  local emission = tonumber(ARGV[base + 1])
-  local burst = tonumber(ARGV[base + 2])
-  local cost = tonumber(ARGV[base + 3])
-  local enforced = ARGV[base + 4] == '1'
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  tats[i] = tat
-  news[i] = tat + emission * cost
-  allowed[i] = (news[i] - now) <= emission * burst
-  if enforced and not allowed[i] then passes = 0 end
-end
-local out = {passes}
-for i = 1, n do
-  local base = 1 + (i - 1) * 5
-  local emission = tonumber(ARGV[base + 1])
-  local burst = tonumber(ARGV[base + 2])
-  local cost = tonumber(ARGV[base + 3])
-  local charge = ARGV[base + 5] == '1'
-  local tolerance = emission * burst
-  local level = tats[i]
-  local retry = 0
-  if allowed[i] and passes == 1 then
-    if charge then
-      redis.call('SET', KEYS[i], news[i], 'PX', math.ceil((news[i] - now) / 1000) + 1)
-      level = news[i]
-    end
-  elseif not allowed[i] then
-    if emission * cost > tolerance then
-      retry = (tats[i] - now) + emission * burst
-    else
-      retry = news[i] - now - tolerance
-    end
-  end
-  local ok = 0
-  if allowed[i] then ok = 1 end
-  table.insert(out, ok)
-  table.insert(out, math.floor((tolerance - (level - now)) / emission))
-  table.insert(out, level - now)
-  table.insert(out, retry)
-end
-return out
-";
+mod breaker;
+mod scripts;
 
-/// Gives back `ARGV[2]` µs of a key's TAT (not below now). ARGV[1] as above.
-const REFUND_SCRIPT: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
-end
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if not tat then return 0 end
-local back = tat - tonumber(ARGV[2])
-if back <= now then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], back, 'PX', math.ceil((back - now) / 1000) + 1)
-end
-return 1
-";
+use breaker::Breaker;
+use scripts::{GCRA_SCRIPT, REFUND_SCRIPT};
 
 /// Where the Redis store reads the time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -550,63 +469,6 @@ fn local_share(quota: &Quota, instances: NonZeroU32) -> Quota {
         .unwrap_or(*quota)
 }
 
-/// Stops asking a Redis that keeps failing: after three consecutive
-/// unavailable answers it opens for a cooldown, during which requests go
-/// straight to the failure policy. After the cooldown one request (elected
-/// by compare-and-swap) probes Redis while the others keep the fallback; its
-/// success closes the breaker, its failure opens it again.
-#[derive(Debug)]
-struct Breaker {
-    failures: AtomicU32,
-    /// 0: closed; otherwise the end of the cooldown (nanoseconds).
-    open_until: AtomicU64,
-    probing: std::sync::atomic::AtomicBool,
-    cooldown: Duration,
-}
-
-impl Breaker {
-    const THRESHOLD: u32 = 3;
-
-    fn new(cooldown: Duration) -> Self {
-        Self {
-            failures: AtomicU32::new(0),
-            open_until: AtomicU64::new(0),
-            probing: std::sync::atomic::AtomicBool::new(false),
-            cooldown,
-        }
-    }
-
-    fn allows(&self, now: Nanos) -> bool {
-        let open_until = self.open_until.load(Ordering::Acquire);
-        if open_until == 0 {
-            return true;
-        }
-        now.as_u64() >= open_until
-            && self
-                .probing
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-    }
-
-    fn success(&self) {
-        self.failures.store(0, Ordering::Relaxed);
-        if self.open_until.swap(0, Ordering::AcqRel) != 0 {
-            tracing::info!(target: "palisade::ratelimit", "redis breaker closed");
-        }
-        self.probing.store(false, Ordering::Release);
-    }
-
-    fn failure(&self, now: Nanos) {
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let probing = self.probing.swap(false, Ordering::AcqRel);
-        if failures >= Self::THRESHOLD || probing {
-            let until = now.saturating_add(self.cooldown).as_u64().max(1);
-            self.open_until.store(until, Ordering::Release);
-            tracing::warn!(target: "palisade::ratelimit", cooldown = ?self.cooldown, "redis breaker open");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,32 +483,6 @@ mod tests {
             slot("a{}b"),
             slot("a{}b"),
             "an empty tag hashes the whole key"
-        );
-    }
-
-    #[test]
-    fn the_breaker_lets_one_probe_through_after_its_cooldown() {
-        let breaker = Breaker::new(Duration::from_millis(100));
-        let t0 = Nanos(1_000_000_000);
-        for _ in 0..3 {
-            assert!(breaker.allows(t0));
-            breaker.failure(t0);
-        }
-        assert!(!breaker.allows(t0), "open");
-        let later = t0.saturating_add(Duration::from_millis(150));
-        assert!(breaker.allows(later), "one probe");
-        assert!(!breaker.allows(later), "only one");
-        breaker.failure(later);
-        assert!(
-            !breaker.allows(later.saturating_add(Duration::from_millis(50))),
-            "reopened"
-        );
-        let again = later.saturating_add(Duration::from_millis(200));
-        assert!(breaker.allows(again));
-        breaker.success();
-        assert!(
-            breaker.allows(again) && breaker.allows(again),
-            "closed: everyone"
         );
     }
 }

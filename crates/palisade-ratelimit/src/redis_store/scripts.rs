@@ -1,0 +1,87 @@
+//! The Lua scripts of the Redis store.
+
+/// GCRA for several keys at once, all-or-nothing, in microseconds (Lua
+/// numbers are doubles: microseconds since the epoch stay exact, nanoseconds
+/// would not).
+///
+/// KEYS: one per check. ARGV[1]: now in µs, or "" to read Redis `TIME`;
+/// then five per check: emission µs, burst, cost, enforced (0/1), charge
+/// now (0/1). Returns {passes, then per check: allowed, remaining, reset µs,
+/// retry-after µs}.
+pub(super) const GCRA_SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[1])
+end
+local n = #KEYS
+local tats, news, allowed = {}, {}, {}
+local passes = 1
+for i = 1, n do
+  local base = 1 + (i - 1) * 5
+  local emission = tonumber(ARGV[base + 1])
+  local burst = tonumber(ARGV[base + 2])
+  local cost = tonumber(ARGV[base + 3])
+  local enforced = ARGV[base + 4] == '1'
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  tats[i] = tat
+  news[i] = tat + emission * cost
+  allowed[i] = (news[i] - now) <= emission * burst
+  if enforced and not allowed[i] then passes = 0 end
+end
+local out = {passes}
+for i = 1, n do
+  local base = 1 + (i - 1) * 5
+  local emission = tonumber(ARGV[base + 1])
+  local burst = tonumber(ARGV[base + 2])
+  local cost = tonumber(ARGV[base + 3])
+  local charge = ARGV[base + 5] == '1'
+  local tolerance = emission * burst
+  local level = tats[i]
+  local retry = 0
+  if allowed[i] and passes == 1 then
+    if charge then
+      redis.call('SET', KEYS[i], news[i], 'PX', math.ceil((news[i] - now) / 1000) + 1)
+      level = news[i]
+    end
+  elseif not allowed[i] then
+    if emission * cost > tolerance then
+      retry = (tats[i] - now) + emission * burst
+    else
+      retry = news[i] - now - tolerance
+    end
+  end
+  local ok = 0
+  if allowed[i] then ok = 1 end
+  table.insert(out, ok)
+  table.insert(out, math.floor((tolerance - (level - now)) / emission))
+  table.insert(out, level - now)
+  table.insert(out, retry)
+end
+return out
+";
+
+/// Gives back `ARGV[2]` µs of a key's TAT (not below now). ARGV[1] as above.
+pub(super) const REFUND_SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[1])
+end
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat then return 0 end
+local back = tat - tonumber(ARGV[2])
+if back <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], back, 'PX', math.ceil((back - now) / 1000) + 1)
+end
+return 1
+";
