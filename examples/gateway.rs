@@ -210,6 +210,23 @@ fn json_rejection(rejection: JsonRejection) -> Rejection {
     }
 }
 
+/// Refuses a request whose `Content-Length` says its body is too large.
+fn declared_length_limit(limit: usize) -> GuardLayer {
+    GuardLayer::new("body_limit", move |head: &RequestHead<'_>| {
+        let declared = head
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match declared {
+            Some(length) if length > limit as u64 => {
+                Err(Rejection::payload_too_large().with_detail("The body is too large."))
+            }
+            _ => Ok(()),
+        }
+    })
+}
+
 /// Admin routes only from the admin networks, by the client address that
 /// `ClientIpLayer` resolved (forwarding headers only from trusted proxies).
 /// An address that is a proxy's fallback (its forwarding header unreadable)
@@ -325,6 +342,10 @@ pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>>
                     StatusCode::SERVICE_UNAVAILABLE,
                     Duration::from_secs(10),
                 ))
+                // A declared length over the limit is refused before any of
+                // the body is read, as problem+json; tower-http's layer then
+                // enforces the limit on bodies without a length.
+                .layer(declared_length_limit(BODY_LIMIT))
                 .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
         ))
 }

@@ -208,6 +208,10 @@ async fn bad_bodies_and_ids_are_problem_json_400_and_413() {
     )
     .await;
     assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        too_large.headers()["content-type"],
+        "application/problem+json"
+    );
 }
 
 #[tokio::test]
