@@ -40,16 +40,32 @@ async fn serve(layer: RateLimitLayer) -> SocketAddr {
 }
 
 async fn status(addr: SocketAddr) -> (StatusCode, http::HeaderMap) {
+    send(addr, "GET", "/api", &[]).await
+}
+
+/// One request over a fresh connection: its status and headers.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(connection);
-    let request = Request::get("/api")
-        .header("host", "test")
-        .body(Empty::<Bytes>::new())
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "test");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(request.body(Empty::<Bytes>::new()).unwrap())
+        .await
         .unwrap();
-    let response = sender.send_request(request).await.unwrap();
     let (parts, body) = response.into_parts();
     let _ = body.collect().await;
     (parts.status, parts.headers)
@@ -321,17 +337,9 @@ async fn in_redis_failed_logins_are_counted_and_successes_refunded() {
         .unwrap();
     });
     let attempt = |password: &'static str| async move {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        send(addr, "POST", "/login", &[("x-password", password)])
             .await
-            .unwrap();
-        tokio::spawn(connection);
-        let request = Request::post("/login")
-            .header("host", "t")
-            .header("x-password", password)
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        sender.send_request(request).await.unwrap().status()
+            .0
     };
     for _ in 0..6 {
         assert_eq!(attempt("right").await, StatusCode::OK);
@@ -368,17 +376,7 @@ async fn one_costly_refusal_does_not_block_cheap_requests_of_the_same_key() {
     )
     .await;
     let call = |units: &'static str| async move {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let request = Request::get("/api")
-            .header("host", "t")
-            .header("x-units", units)
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        sender.send_request(request).await.unwrap().status()
+        send(addr, "GET", "/api", &[("x-units", units)]).await.0
     };
     assert_eq!(call("8").await, StatusCode::OK);
     assert_eq!(
