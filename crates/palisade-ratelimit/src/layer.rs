@@ -346,25 +346,28 @@ impl Shared {
                     .with_detail("Too many clients at once; retry shortly."));
             }
         };
-        let reported: SmallVec<[Reported<'_>; 2]> = plan
-            .checks
-            .iter()
-            .zip(&plan.parts)
-            .filter_map(|(check, part)| {
-                let compiled = &self.policies[part.policy];
-                // Shadow policies are reported to the audit log, never to
-                // clients: they would back off from a limit not enforced.
-                if compiled.policy.shadow {
-                    return None;
-                }
-                Some(Reported {
-                    policy_member: &compiled.members[part.member],
-                    name: &compiled.policy.name,
-                    quota: check.quota,
-                    decision: check.decision?,
+        // Built only when fields are written (refusals, or allowed
+        // responses when configured).
+        let reported = || -> SmallVec<[Reported<'_>; 2]> {
+            plan.checks
+                .iter()
+                .zip(&plan.parts)
+                .filter_map(|(check, part)| {
+                    let compiled = &self.policies[part.policy];
+                    // Shadow policies are reported to the audit log, never to
+                    // clients: they would back off from a limit not enforced.
+                    if compiled.policy.shadow {
+                        return None;
+                    }
+                    Some(Reported {
+                        policy_member: &compiled.members[part.member],
+                        name: &compiled.policy.name,
+                        quota: check.quota,
+                        decision: check.decision?,
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        };
 
         if !passes {
             // The enforced policies that refused, named from the plan itself
@@ -408,7 +411,7 @@ impl Shared {
                 .with_detail("Rate limit exceeded; see the violated policies and Retry-After.")
                 .with_extension("violated_policies", serde_json::Value::Array(names));
             for (name, value) in headers::fields(
-                &reported,
+                &reported(),
                 HeaderOptions {
                     on_allowed: true,
                     ..self.headers
@@ -434,7 +437,7 @@ impl Shared {
                 .emit();
         }
         let fields = if self.headers.on_allowed {
-            headers::fields(&reported, self.headers)
+            headers::fields(&reported(), self.headers)
         } else {
             Fields::new()
         };
