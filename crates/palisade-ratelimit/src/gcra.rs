@@ -257,12 +257,6 @@ impl Decision {
     }
 }
 
-/// Whether a stored TAT is idle at `now`: equal to a new key.
-#[inline]
-pub fn is_idle(tat: u64, now: u64) -> bool {
-    tat <= now
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,9 @@ struct Compiled {
     policy: RateLimitPolicy,
     /// The store's keyed hash after this policy's name.
     prefix: std::hash::DefaultHasher,
+    /// The policy's Redis namespace (`rl:<name>`), for the Redis store.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    redis_namespace: String,
     /// `"name";q=..;w=..` per tier (one for a fixed quota); computed once.
     members: Vec<HeaderValue>,
 }
@@ -159,6 +162,7 @@ impl RateLimitLayerBuilder {
                 };
                 Compiled {
                     prefix: backend.prefix_hasher(&policy.name),
+                    redis_namespace: crate::policy::redis_namespace(&policy.name),
                     policy,
                     members,
                 }
@@ -288,7 +292,8 @@ impl Shared {
                 && (policy.enforce_percent >= 100 || percent_roll() < policy.enforce_percent);
             #[cfg(feature = "redis")]
             if let Backend::Redis(store) = &self.backend {
-                plan.keys.push(store.key_name(&policy.name, &key));
+                plan.keys
+                    .push(store.key_name(&compiled.redis_namespace, &key));
             }
             let hash = {
                 let mut hasher = compiled.prefix.clone();

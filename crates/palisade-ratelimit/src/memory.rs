@@ -11,18 +11,6 @@ use smallvec::SmallVec;
 
 use crate::gcra::{self, Decision, Quota};
 
-/// A theoretical arrival time, in the clock's nanoseconds. Idle once it has
-/// passed: a key whose TAT is behind us is indistinguishable from a new key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Tat(u64);
-
-impl Idle for Tat {
-    #[inline]
-    fn is_idle(&self, now: Nanos) -> bool {
-        gcra::is_idle(self.0, now.as_u64())
-    }
-}
-
 /// One policy's part of a request's decision.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Check {
@@ -46,12 +34,14 @@ pub struct Namespace {
     prefix: std::hash::DefaultHasher,
 }
 
-/// In-memory rate-limit state: bounded (a hard cap on keys), idle keys
+/// In-memory rate-limit state: one theoretical arrival time (TAT) per key,
+/// kept as core's [`Nanos`], whose [`Idle`] rule is the GCRA one: a key whose
+/// TAT is behind us is indistinguishable from a new key. Bounded (a hard cap on keys), idle keys
 /// evicted on the request path and memory given back. Cheap to clone;
 /// clones share state, so one store can serve several layers.
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
-    cells: Arc<KeyedStore<Tat>>,
+    cells: Arc<KeyedStore<Nanos>>,
     clock: StoreClock,
 }
 
@@ -191,18 +181,29 @@ impl MemoryStore {
 
     #[inline]
     fn check_hashed(&self, hash: u64, quota: &Quota, cost: u32) -> Result<Decision, StoreFull> {
-        let now = self.clock.now();
-        // A new key starts as a full bucket: decide against "no TAT", and
-        // store the TAT only when the request fits.
+        self.check_at(hash, quota, cost, self.clock.now())
+    }
+
+    /// Decides one key under its shard's lock and charges it when it fits.
+    /// A new key starts as a full bucket (an idle TAT reads as none), and its
+    /// TAT is stored only when the request fits.
+    #[inline]
+    fn check_at(
+        &self,
+        hash: u64,
+        quota: &Quota,
+        cost: u32,
+        now: Nanos,
+    ) -> Result<Decision, StoreFull> {
         self.cells.update_hashed(
             hash,
             now,
-            || Tat(0),
+            || Nanos::ZERO,
             |tat| {
-                let stored = (!tat.is_idle(now)).then_some(tat.0);
+                let stored = (!tat.is_idle(now)).then_some(tat.as_u64());
                 let decision = gcra::decide(quota, stored, now.as_u64(), cost);
                 if decision.allowed {
-                    tat.0 = decision.tat;
+                    *tat = Nanos(decision.tat);
                 }
                 decision
             },
@@ -232,20 +233,7 @@ impl MemoryStore {
         let now = self.clock.now();
         if let [check] = checks {
             // One policy: one shard, one lock, no transaction to set up.
-            let (quota, cost) = (check.quota, check.cost);
-            let decision = self.cells.update_hashed(
-                check.hash,
-                now,
-                || Tat(0),
-                |tat| {
-                    let stored = (!tat.is_idle(now)).then_some(tat.0);
-                    let decision = gcra::decide(&quota, stored, now.as_u64(), cost);
-                    if decision.allowed {
-                        tat.0 = decision.tat;
-                    }
-                    decision
-                },
-            )?;
+            let decision = self.check_at(check.hash, &check.quota, check.cost, now)?;
             check.decision = Some(decision);
             return Ok(decision.allowed || !check.enforced);
         }
@@ -253,7 +241,7 @@ impl MemoryStore {
         self.cells.transact(&hashes, now, |tx| {
             let mut passes = true;
             for (i, check) in checks.iter_mut().enumerate() {
-                let tat = tx.get(i).map(|t| t.0);
+                let tat = tx.get(i).map(|t| t.as_u64());
                 let decision = gcra::decide(&check.quota, tat, now.as_u64(), check.cost);
                 passes &= decision.allowed || !check.enforced;
                 check.decision = Some(decision);
@@ -263,7 +251,7 @@ impl MemoryStore {
                 // they stand, not as if this request had been charged.
                 for (i, check) in checks.iter_mut().enumerate() {
                     if check.decision.is_some_and(|d| d.allowed) {
-                        let tat = tx.get(i).map(|t| t.0);
+                        let tat = tx.get(i).map(|t| t.as_u64());
                         check.decision = Some(gcra::decide(&check.quota, tat, now.as_u64(), 0));
                     }
                 }
@@ -274,7 +262,7 @@ impl MemoryStore {
                 // would let a burst of parallel requests all pass.
                 tx.set_all(checks.iter().enumerate().filter_map(|(i, check)| {
                     let decision = check.decision?;
-                    decision.allowed.then_some((i, Tat(decision.tat)))
+                    decision.allowed.then_some((i, Nanos(decision.tat)))
                 }))?;
             }
             Ok(passes)
@@ -292,8 +280,8 @@ impl MemoryStore {
         let _ = self.cells.update_hashed(
             check.hash,
             Nanos(now),
-            || Tat(now),
-            |tat| tat.0 = tat.0.saturating_sub(increment).max(now),
+            || Nanos(now),
+            |tat| *tat = Nanos(tat.as_u64().saturating_sub(increment).max(now)),
         );
     }
 }

@@ -389,3 +389,10 @@ impl RateLimitPolicyBuilder {
         Ok(policy)
     }
 }
+
+/// A policy's Redis namespace (`rl:<name>`): one place for both the layer,
+/// which computes it once per policy, and `RedisStore::check`.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn redis_namespace(name: &str) -> String {
+    format!("rl:{name}")
+}

@@ -307,6 +307,12 @@ impl<S> KeyedStore<S> {
         f(shard.entries.get(&hash))
     }
 
+    /// [`get`](Self::get) with a hash from [`hash_key`](Self::hash_key)
+    /// (or any uniformly distributed 64-bit hash the caller already has).
+    pub fn get_hashed<R>(&self, hash: u64, f: impl FnOnce(Option<&S>) -> R) -> R {
+        f(self.shard(hash).entries.get(&hash))
+    }
+
     /// Removes `key`, returning its state.
     pub fn remove<K: Hash + ?Sized>(&self, key: &K) -> Option<S> {
         let hash = self.hash_key(key);

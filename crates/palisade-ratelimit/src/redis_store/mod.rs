@@ -176,7 +176,7 @@ impl RedisStore {
             charge_now: true,
             decision: None,
         }];
-        let name = self.key_name(namespace, key);
+        let name = self.key_name(&crate::policy::redis_namespace(namespace), key);
         self.call_one_slot(&mut checks, std::slice::from_ref(&name))
             .await?;
         checks[0]
@@ -189,9 +189,10 @@ impl RedisStore {
         self.inner.counts.snapshot()
     }
 
-    /// The Redis key of a policy's key.
-    pub(crate) fn key_name(&self, policy: &str, key: &palisade_core::key::Key) -> String {
-        self.inner.names.key(&format!("rl:{policy}"), key)
+    /// The Redis key of a key in a policy's namespace
+    /// (`policy::redis_namespace`).
+    pub(crate) fn key_name(&self, namespace: &str, key: &palisade_core::key::Key) -> String {
+        self.inner.names.key(namespace, key)
     }
 
     pub(crate) fn prefix_hasher(&self, policy: &str) -> std::hash::DefaultHasher {
@@ -207,7 +208,8 @@ impl RedisStore {
             if !check.enforced {
                 continue;
             }
-            if let Some(until) = inner.refused_until.get(&check.hash, |u| u.copied())
+            // The check's hash is already a keyed hash: no need to hash it again.
+            if let Some(until) = inner.refused_until.get_hashed(check.hash, |u| u.copied())
                 && until > now
             {
                 let wait = until.saturating_sub(now);
@@ -240,8 +242,8 @@ impl RedisStore {
                                 .saturating_sub(check.quota.tolerance_ns());
                             if wait > 0 {
                                 let until = now.saturating_add(Duration::from_nanos(wait));
-                                let _ = inner.refused_until.update(
-                                    &check.hash,
+                                let _ = inner.refused_until.update_hashed(
+                                    check.hash,
                                     now,
                                     || until,
                                     |u| *u = until,

@@ -1,14 +1,13 @@
 //! The Lua scripts of the Redis store.
 
-/// GCRA for several keys at once, all-or-nothing, in microseconds (Lua
-/// numbers are doubles: microseconds since the epoch stay exact, nanoseconds
-/// would not).
-///
-/// KEYS: one per check. ARGV[1]: now in µs, or "" to read Redis `TIME`;
-/// then five per check: emission µs, burst, cost, enforced (0/1), charge
-/// now (0/1). Returns {passes, then per check: allowed, remaining, reset µs,
-/// retry-after µs}.
-pub(super) const GCRA_SCRIPT: &str = r"
+/// Prefixes a script with what every one of ours starts with: effects
+/// replication (for Redis before 5, where `TIME` and writes cannot mix
+/// otherwise) and `now` in microseconds, from Redis `TIME` when ARGV[1] is
+/// empty, else from ARGV[1].
+macro_rules! with_now {
+    ($body:literal) => {
+        concat!(
+            r"
 if redis.replicate_commands then redis.replicate_commands() end
 local now
 if ARGV[1] == '' then
@@ -17,6 +16,22 @@ if ARGV[1] == '' then
 else
   now = tonumber(ARGV[1])
 end
+",
+            $body
+        )
+    };
+}
+
+/// GCRA for several keys at once, all-or-nothing, in microseconds (Lua
+/// numbers are doubles: microseconds since the epoch stay exact, nanoseconds
+/// would not).
+///
+/// KEYS: one per check. ARGV[1]: now in µs, or "" to read Redis `TIME`;
+/// then five per check: emission µs, burst, cost, enforced (0/1), charge
+/// now (0/1). Returns {passes, then per check: allowed, remaining, reset µs,
+/// retry-after µs}.
+pub(super) const GCRA_SCRIPT: &str = with_now!(
+    r"
 local n = #KEYS
 local tats, news, allowed = {}, {}, {}
 local passes = 1
@@ -63,18 +78,12 @@ for i = 1, n do
   table.insert(out, retry)
 end
 return out
-";
+"
+);
 
 /// Gives back `ARGV[2]` µs of a key's TAT (not below now). ARGV[1] as above.
-pub(super) const REFUND_SCRIPT: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
-end
+pub(super) const REFUND_SCRIPT: &str = with_now!(
+    r"
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat then return 0 end
 local back = tat - tonumber(ARGV[2])
@@ -84,4 +93,5 @@ else
   redis.call('SET', KEYS[1], back, 'PX', math.ceil((back - now) / 1000) + 1)
 end
 return 1
-";
+"
+);
