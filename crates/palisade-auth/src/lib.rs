@@ -63,6 +63,7 @@ pub mod crypto;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod failure;
+pub mod issue;
 pub mod issuer;
 pub mod key;
 mod layer;
