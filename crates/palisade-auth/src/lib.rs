@@ -67,13 +67,19 @@ pub mod issue;
 pub mod issuer;
 pub mod key;
 mod layer;
+#[cfg(feature = "redis")]
+mod redis_store;
+pub mod refresh;
 #[cfg(feature = "remote")]
 pub mod remote;
 pub mod revocation;
 pub mod source;
+pub mod ticket;
 pub mod verifier;
 
 pub use failure::AuthFailure;
 pub use issuer::Issuer;
 pub use layer::{JwtAuth, JwtAuthBuilder, JwtAuthLayer, ResponseFuture};
+#[cfg(feature = "redis")]
+pub use redis_store::{RedisRefreshStore, RedisTicketStore};
 pub use verifier::{JwtVerifier, JwtVerifierBuilder, Verification, VerifierStats};
