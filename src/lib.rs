@@ -17,6 +17,9 @@ pub use palisade_redis as redis;
 #[cfg(feature = "ratelimit")]
 pub use palisade_ratelimit as ratelimit;
 
+#[cfg(feature = "auth")]
+pub use palisade_auth as auth;
+
 #[doc = include_str!("../docs/architecture.md")]
 pub mod architecture {}
 
