@@ -22,21 +22,40 @@
 //!   minute, bursts of 30);
 //! - `DEMO_PASSWORD`: the password of the demo login (default
 //!   `palisade-demo`);
-//! - `REDIS_URL`: keep rate limits in Redis, shared by every gateway
-//!   instance using it (default: in memory); `GATEWAY_INSTANCES` (default 1)
-//!   is how many instances share it: while Redis is unreachable each one
-//!   limits locally at quota / instances.
+//! - `REDIS_URL`: keep rate limits, revocations, refresh tokens and
+//!   WebSocket tickets in Redis, shared by every gateway instance using it
+//!   (default: in memory); `GATEWAY_INSTANCES` (default 1) is how many
+//!   instances share it: while Redis is unreachable each one limits locally
+//!   at quota / instances, and token revocation checks fail closed (503);
+//! - `TOKEN_TTL_SECONDS`: access token lifetime (default 900);
+//! - `OIDC_ISSUER` and `OIDC_AUDIENCE`: also accept tokens of this identity
+//!   provider, its keys found through OIDC discovery.
+//!
+//! Authentication: a development issuer (an ES256 key made at start-up)
+//! signs the gateway's own tokens; the gateway prints one per role when it
+//! starts, and publishes its public key at `/.well-known/jwks.json`.
 //!
 //! Routes:
-//! - `GET /health`: always open, never rate limited;
-//! - `GET /api/scans`, `POST /api/scans`, `GET /api/scans/{id}`;
-//! - `DELETE /api/scans/{id}`: admin networks only;
-//! - `POST /auth/login`: a demo password check (`{"password": "..."}`), 200
-//!   or 401; five failures per client address in 15 minutes lock it out.
+//! - `GET /health`, `GET /.well-known/jwks.json`: open, never rate limited;
+//! - `GET /api/scans`, `POST /api/scans`, `GET /api/scans/{id}`: a bearer
+//!   token;
+//! - `DELETE /api/scans/{id}`: a token with the `admin` role, from an admin
+//!   network;
+//! - `POST /auth/login` (`{"user": "viewer|operator|admin", "password":
+//!   "..."}`): an access token (role = user) and a refresh token; five
+//!   failures per client address in 15 minutes lock it out;
+//! - `POST /auth/refresh` (`{"refresh_token": "..."}`): a new pair; a
+//!   refresh token used twice revokes its whole family;
+//! - `POST /auth/logout` (token; `{"everywhere": true}` signs the subject
+//!   out of every token issued so far);
+//! - `POST /auth/ws-ticket` (token): a single-use ticket valid 30 s;
+//! - `GET /ws?ticket=...`: a WebSocket echo that closes when the token that
+//!   minted the ticket expires.
 //!
 //! Limits: a per-client-address policy on every route but `/health` and
-//! CORS preflights (`RateLimit` fields on every response), and a
-//! failed-login policy that counts only 401 answers of `/auth/login`.
+//! CORS preflights (`RateLimit` fields on every response), per-principal
+//! tiers on `/api` (admin unlimited, operator 600/min, viewer 300/min), and
+//! a failed-login policy that counts only 401 answers of `/auth/*`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -45,16 +64,29 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use ipnet::IpNet;
+use palisade::auth::crypto::CryptoBackend;
+use palisade::auth::issue::{SigningKey, TokenIssuer};
+use palisade::auth::key::Algorithm;
+use palisade::auth::refresh::{MemoryRefreshStore, RefreshTokens};
+use palisade::auth::remote::RemoteOptions;
+use palisade::auth::revocation::{MemoryRevocationStore, RedisRevocationStore, RevocationStore};
+use palisade::auth::ticket::{MemoryTicketStore, WsTickets};
+use palisade::auth::{Issuer, JwtAuthLayer, JwtVerifier, RedisRefreshStore, RedisTicketStore};
 use palisade::core::Rejection;
 use palisade::core::client_ip::{ClientIp, ClientIpLayer, ClientIpResolver};
 use palisade::core::guard::{GuardLayer, RequestHead};
 use palisade::core::key::KeyFn;
-use palisade::ratelimit::{FailurePolicy, Quota, RateLimitLayer, RateLimitPolicy, RedisStore};
+use palisade::core::principal::Principal;
+use palisade::ratelimit::{
+    FailurePolicy, Quota, RateLimitLayer, RateLimitPolicy, RedisStore, TierBy, TierLimit, Tiers,
+};
 use palisade::redis::{RedisConfig, RedisConnection};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
@@ -169,21 +201,228 @@ async fn delete_scan(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Login {
+    user: String,
     password: String,
 }
 
-/// A stand-in for a real login: checks one demo password. It shows the
-/// failed-login policy at work; it issues no token.
+/// The demo's users: each name is also its one role.
+const DEMO_USERS: [&str; 3] = ["viewer", "operator", "admin"];
+
+/// What the auth routes share.
+#[derive(Clone)]
+pub(crate) struct AuthState {
+    issuer: TokenIssuer,
+    refresh: RefreshTokens,
+    tickets: WsTickets,
+    revocation: Arc<dyn RevocationStore>,
+    password: Arc<str>,
+    token_ttl: Duration,
+}
+
+impl AuthState {
+    /// An access token for a demo user, and a new refresh-token family.
+    async fn tokens_for(&self, user: &str) -> Result<Json<serde_json::Value>, Rejection> {
+        let access = self
+            .issuer
+            .mint(user)
+            .roles([user])
+            .sign()
+            .map_err(|_| unavailable())?;
+        let refresh = self.refresh.issue(user).await.map_err(|_| unavailable())?;
+        Ok(Json(serde_json::json!({
+            "access_token": access.token,
+            "token_type": "Bearer",
+            "expires_in": self.token_ttl.as_secs(),
+            "refresh_token": refresh,
+        })))
+    }
+}
+
+fn unavailable() -> Rejection {
+    Rejection::unavailable(Duration::from_secs(5)).with_detail("Try again shortly.")
+}
+
+/// A stand-in for a real login: three demo users sharing one demo password.
 async fn login(
-    State(password): State<Arc<str>>,
+    State(auth): State<AuthState>,
     body: Result<Json<Login>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, Rejection> {
     let Json(login) = body.map_err(json_rejection)?;
-    if constant_time_eq(login.password.as_bytes(), password.as_bytes()) {
-        Ok(Json(serde_json::json!({ "status": "ok" })))
+    let known = DEMO_USERS.contains(&login.user.as_str());
+    // The password is compared even for unknown users: same work, same time.
+    let password_ok = constant_time_eq(login.password.as_bytes(), auth.password.as_bytes());
+    if known && password_ok {
+        auth.tokens_for(&login.user).await
     } else {
-        Err(Rejection::unauthenticated().with_detail("Wrong password."))
+        Err(Rejection::unauthenticated().with_detail("Wrong user or password."))
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Refresh {
+    refresh_token: String,
+}
+
+async fn refresh_tokens(
+    State(auth): State<AuthState>,
+    body: Result<Json<Refresh>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, Rejection> {
+    let Json(body) = body.map_err(json_rejection)?;
+    match auth.refresh.rotate(&body.refresh_token).await {
+        Ok(rotated) => {
+            let access = auth
+                .issuer
+                .mint(rotated.subject.as_str())
+                .roles([rotated.subject.as_str()])
+                .sign()
+                .map_err(|_| unavailable())?;
+            Ok(Json(serde_json::json!({
+                "access_token": access.token,
+                "token_type": "Bearer",
+                "expires_in": auth.token_ttl.as_secs(),
+                "refresh_token": rotated.refresh_token,
+            })))
+        }
+        Err(palisade::auth::refresh::RefreshError::Unavailable) => Err(unavailable()),
+        Err(_) => Err(Rejection::unauthenticated().with_detail("The refresh token is invalid.")),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Logout {
+    #[serde(default)]
+    everywhere: bool,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// Revokes the presented access token (its `jti`), its refresh family when
+/// given, and with `everywhere` every token of the subject issued so far.
+async fn logout(
+    State(auth): State<AuthState>,
+    Extension(principal): Extension<Principal>,
+    body: Option<Json<Logout>>,
+) -> Result<StatusCode, Rejection> {
+    let Json(body) = body.unwrap_or_default();
+    let claims = principal.claims();
+    let jti = claims.and_then(|c| c.get("jti")).and_then(|v| v.as_str());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let remaining = principal
+        .expires_at()
+        .map_or(auth.token_ttl, |exp| exp.saturating_sub(now))
+        // The verifier's leeway keeps a token alive a little past `exp`.
+        + Duration::from_secs(60);
+    if let Some(jti) = jti {
+        auth.revocation
+            .revoke_token(jti, remaining)
+            .await
+            .map_err(|_| unavailable())?;
+    }
+    if body.everywhere {
+        auth.revocation
+            .revoke_subject(
+                principal.subject(),
+                now.as_secs() + 1,
+                auth.token_ttl + Duration::from_secs(60),
+            )
+            .await
+            .map_err(|_| unavailable())?;
+    }
+    if let Some(token) = body.refresh_token {
+        let _ = auth.refresh.revoke(&token).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn ws_ticket(
+    State(auth): State<AuthState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<serde_json::Value>, Rejection> {
+    let ticket = auth
+        .tickets
+        .mint(&principal)
+        .await
+        .map_err(|_| unavailable())?;
+    Ok(Json(
+        serde_json::json!({ "ticket": ticket, "expires_in": 30 }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct TicketQuery {
+    ticket: String,
+}
+
+/// The WebSocket echo: the ticket is redeemed before the upgrade, so a bad
+/// one gets a plain 401, never a socket.
+async fn ws(
+    State(auth): State<AuthState>,
+    query: Result<Query<TicketQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return Rejection::unauthenticated()
+            .with_detail("A ticket is required: POST /auth/ws-ticket first.")
+            .into_response();
+    };
+    match auth.tickets.redeem(&query.ticket).await {
+        Ok(principal) => upgrade.on_upgrade(move |socket| echo(socket, principal)),
+        Err(failure) => {
+            palisade::core::audit::AuditEvent::refused(
+                "ws",
+                palisade::core::RejectionKind::Unauthenticated,
+                failure.reason(),
+            )
+            .emit();
+            failure.rejection(Some("palisade-gateway")).into_response()
+        }
+    }
+}
+
+/// Echoes text and binary messages until the client leaves or the token
+/// behind the ticket expires; then closes with 1008 (policy violation).
+async fn echo(mut socket: WebSocket, principal: Principal) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = principal
+        .expires_at()
+        .map_or(Duration::ZERO, |exp| exp.saturating_sub(now));
+    let expiry = tokio::time::sleep(left);
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            message = socket.recv() => match message {
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                    if socket.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            () = &mut expiry => {
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1008,
+                        reason: "token expired".into(),
+                    })))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+async fn jwks(State(auth): State<AuthState>) -> Response {
+    auth.issuer
+        .jwks_response()
+        .map(axum::body::Body::from)
+        .into_response()
 }
 
 /// Compares without an early exit on the first differing byte.
@@ -227,6 +466,17 @@ fn declared_length_limit(limit: usize) -> GuardLayer {
     })
 }
 
+/// Admin routes need the `admin` role (the JWT layer runs first and puts
+/// the principal in the request).
+fn admin_role() -> GuardLayer {
+    GuardLayer::new("admin_role", |head: &RequestHead<'_>| {
+        match head.principal() {
+            Some(principal) if principal.has_role("admin") => Ok(()),
+            _ => Err(Rejection::forbidden().with_detail("Admin routes need the admin role.")),
+        }
+    })
+}
+
 /// Admin routes only from the admin networks, by the client address that
 /// `ClientIpLayer` resolved (forwarding headers only from trusted proxies).
 /// An address that is a proxy's fallback (its forwarding header unreadable)
@@ -248,7 +498,16 @@ fn admin_networks(networks: Arc<[IpNet]>) -> GuardLayer {
     })
 }
 
-pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>> {
+/// The gateway's router and its development token issuer.
+pub(crate) struct Gateway {
+    pub(crate) router: Router,
+    pub(crate) issuer: TokenIssuer,
+}
+
+pub(crate) fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::error::Error>> {
+    // The build may enable both signature backends (feature unification):
+    // choose aws-lc-rs explicitly.
+    CryptoBackend::install_preferred()?;
     let resolver = ClientIpResolver::builder()
         .trust_proxies(config.trusted_proxies.iter().cloned())
         .build()?;
@@ -263,23 +522,60 @@ pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>>
         .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
         .max_age(Duration::from_secs(600));
 
-    // DELETE alone carries the admin guard; reads stay open.
-    let api = Router::new()
-        .route("/api/scans", get(list_scans).post(create_scan))
-        .route(
-            "/api/scans/{id}",
-            get(get_scan).merge(
-                axum::routing::delete(delete_scan)
-                    .route_layer(admin_networks(config.admin_networks.clone())),
+    let redis = match &config.redis_url {
+        Some(url) => Some(RedisConnection::connect_lazy(&RedisConfig::standalone(
+            url.clone(),
+        ))?),
+        None => None,
+    };
+
+    // Authentication: the development issuer's tokens, and optionally an
+    // OIDC provider's.
+    let issuer = TokenIssuer::builder(DEV_ISSUER)
+        .audience(DEV_AUDIENCE)
+        .signing_key(SigningKey::generate(Algorithm::ES256)?.with_kid("gateway-dev-1"))
+        .ttl(config.token_ttl)
+        .build()?;
+    let (revocation, refresh, tickets): (Arc<dyn RevocationStore>, RefreshTokens, WsTickets) =
+        match &redis {
+            Some(connection) => (
+                Arc::new(RedisRevocationStore::new(connection.clone(), "palisade")?),
+                RefreshTokens::new(RedisRefreshStore::new(connection.clone(), "palisade")?),
+                WsTickets::new(RedisTicketStore::new(connection.clone(), "palisade")?),
             ),
-        )
-        .with_state(Scans::default());
+            None => (
+                Arc::new(MemoryRevocationStore::new()),
+                RefreshTokens::new(MemoryRefreshStore::new()),
+                WsTickets::new(MemoryTicketStore::new()),
+            ),
+        };
+    let mut verifier = JwtVerifier::builder()
+        .issuer(issuer.verifying_issuer())
+        .revocation(revocation.clone());
+    if let (Some(oidc), Some(audience)) = (&config.oidc_issuer, &config.oidc_audience) {
+        verifier = verifier.issuer(
+            Issuer::new(oidc.clone())
+                .audience(audience.clone())
+                .oidc_discovery(RemoteOptions::default()),
+        );
+    }
+    let jwt = JwtAuthLayer::builder()
+        .verifier(verifier.build()?)
+        .realm("palisade-gateway")
+        .build()?;
+    let auth_state = AuthState {
+        issuer: issuer.clone(),
+        refresh,
+        tickets,
+        revocation,
+        password: Arc::from(config.demo_password.as_str()),
+        token_ttl: config.token_ttl,
+    };
 
     let limits = |builder: palisade::ratelimit::RateLimitLayerBuilder| -> Result<RateLimitLayer, Box<dyn std::error::Error>> {
-        Ok(match &config.redis_url {
-            Some(url) => {
-                let connection = RedisConnection::connect_lazy(&RedisConfig::standalone(url.clone()))?;
-                let store = RedisStore::builder(connection)
+        Ok(match &redis {
+            Some(connection) => {
+                let store = RedisStore::builder(connection.clone())
                     .on_failure(FailurePolicy::LocalFallback {
                         instances: config.instances,
                     })
@@ -298,6 +594,7 @@ pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>>
                     .burst(config.rate_per_minute.div_ceil(4))?,
             )
             .exempt_path("/health")
+            .exempt_path("/.well-known/jwks.json")
             .exempt_method(Method::OPTIONS)
             .build()?,
         ),
@@ -313,12 +610,55 @@ pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>>
             .build()?,
         ),
     )?;
-    let auth = Router::new()
-        .route("/auth/login", axum::routing::post(login))
-        .route_layer(failed_logins)
-        .with_state(Arc::<str>::from(config.demo_password.as_str()));
+    // After authentication: a budget per principal, by role.
+    let per_principal = limits(
+        RateLimitLayer::builder().policy(
+            RateLimitPolicy::tiered(
+                "per_principal",
+                KeyFn::Subject,
+                Tiers::new(
+                    TierBy::Role,
+                    [
+                        ("admin", TierLimit::Unlimited),
+                        ("operator", TierLimit::Limited(Quota::per_minute(600))),
+                        ("viewer", TierLimit::Limited(Quota::per_minute(300))),
+                    ],
+                    "viewer",
+                )?,
+            )
+            .build()?,
+        ),
+    )?;
 
-    Ok(Router::new()
+    // DELETE needs the admin role and an admin network; route layers run
+    // last-added first, so the token is checked before the role.
+    let api = Router::new()
+        .route("/api/scans", get(list_scans).post(create_scan))
+        .route(
+            "/api/scans/{id}",
+            get(get_scan).merge(
+                axum::routing::delete(delete_scan)
+                    .route_layer(admin_networks(config.admin_networks.clone()))
+                    .route_layer(admin_role()),
+            ),
+        )
+        .route_layer(per_principal)
+        .route_layer(jwt.clone())
+        .with_state(Scans::default());
+
+    let public_auth = Router::new()
+        .route("/auth/login", axum::routing::post(login))
+        .route("/auth/refresh", axum::routing::post(refresh_tokens))
+        .route_layer(failed_logins)
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/ws", get(ws));
+    let token_auth = Router::new()
+        .route("/auth/logout", axum::routing::post(logout))
+        .route("/auth/ws-ticket", axum::routing::post(ws_ticket))
+        .route_layer(jwt);
+    let auth = public_auth.merge(token_auth).with_state(auth_state);
+
+    let router = Router::new()
         .route("/health", get(health))
         .merge(api)
         .merge(auth)
@@ -326,7 +666,8 @@ pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>>
         .layer(per_ip)
         .layer(
             ServiceBuilder::new()
-                // Spans carry method and path only: queries can hold tokens.
+                // Spans carry method and path only: queries can hold tokens
+                // and tickets.
                 .layer(TraceLayer::new_for_http().make_span_with(
                     |request: &axum::http::Request<_>| {
                         tracing::info_span!(
@@ -347,8 +688,13 @@ pub(crate) fn app(config: &Config) -> Result<Router, Box<dyn std::error::Error>>
                 // enforces the limit on bodies without a length.
                 .layer(declared_length_limit(BODY_LIMIT))
                 .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
-        ))
+        );
+    Ok(Gateway { router, issuer })
 }
+
+/// The development issuer's name and audience.
+pub(crate) const DEV_ISSUER: &str = "palisade-gateway-dev";
+pub(crate) const DEV_AUDIENCE: &str = "palisade-gateway";
 
 pub(crate) struct Config {
     pub(crate) port: u16,
@@ -359,6 +705,9 @@ pub(crate) struct Config {
     pub(crate) trusted_proxies: Vec<String>,
     pub(crate) admin_networks: Arc<[IpNet]>,
     pub(crate) cors_origins: Vec<String>,
+    pub(crate) token_ttl: Duration,
+    pub(crate) oidc_issuer: Option<String>,
+    pub(crate) oidc_audience: Option<String>,
 }
 
 fn list(name: &str, default: &str) -> Vec<String> {
@@ -405,6 +754,18 @@ impl Config {
             redis_url: std::env::var("REDIS_URL")
                 .ok()
                 .filter(|url| !url.is_empty()),
+            token_ttl: match std::env::var("TOKEN_TTL_SECONDS") {
+                Ok(ttl) => {
+                    Duration::from_secs(ttl.parse().ok().filter(|t| *t > 0).ok_or_else(|| {
+                        format!("TOKEN_TTL_SECONDS={ttl:?} is not a positive number")
+                    })?)
+                }
+                Err(_) => Duration::from_secs(900),
+            },
+            oidc_issuer: std::env::var("OIDC_ISSUER").ok().filter(|v| !v.is_empty()),
+            oidc_audience: std::env::var("OIDC_AUDIENCE")
+                .ok()
+                .filter(|v| !v.is_empty()),
             instances: match std::env::var("GATEWAY_INSTANCES") {
                 Ok(n) => n
                     .parse()
@@ -425,7 +786,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let config = Config::from_env()?;
-    let app = app(&config)?;
+    let Gateway {
+        router: app,
+        issuer,
+    } = gateway(&config)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -435,29 +799,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => println!("Rate limits in memory (set REDIS_URL to share them across instances)."),
     }
     println!();
+    println!(
+        "Development tokens (issuer {DEV_ISSUER}, valid {} s; more from POST /auth/login):",
+        config.token_ttl.as_secs()
+    );
+    for role in DEMO_USERS {
+        let token = issuer.mint(role).roles([role]).sign()?;
+        println!("  export {}_TOKEN={}", role.to_uppercase(), token.token);
+    }
+    println!();
     println!("Try:");
     println!("  curl -i {base}/health");
-    println!("  curl -i {base}/api/scans");
+    println!("  curl -i {base}/api/scans                      # 401: a token is required");
+    println!("  curl -i {base}/api/scans -H \"authorization: Bearer $VIEWER_TOKEN\"");
     println!(
-        "  curl -i -X POST {base}/api/scans -H 'content-type: application/json' -d '{{\"target\":\"example.com\"}}'"
+        "  curl -i -X POST {base}/api/scans -H \"authorization: Bearer $OPERATOR_TOKEN\" -H 'content-type: application/json' -d '{{\"target\":\"example.com\"}}'"
     );
-    println!("  curl -i {base}/api/scans/1");
+    println!("  curl -i {base}/api/scans/1 -H \"authorization: Bearer $VIEWER_TOKEN\"");
     println!(
-        "  curl -i -X DELETE {base}/api/scans/1          # admin networks only (loopback by default)"
+        "  curl -i -X DELETE {base}/api/scans/1 -H \"authorization: Bearer $ADMIN_TOKEN\"   # admin role, admin networks only"
+    );
+    println!(
+        "  curl -i -X POST {base}/auth/login -H 'content-type: application/json' -d '{{\"user\":\"operator\",\"password\":\"palisade-demo\"}}'"
+    );
+    println!(
+        "  curl -i -X POST {base}/auth/ws-ticket -H \"authorization: Bearer $VIEWER_TOKEN\"   # then ws://.../ws?ticket=..."
     );
     println!("  curl -i {base}/nope                           # problem+json 404");
     println!(
-        "  curl -i -X POST {base}/auth/login -H 'content-type: application/json' -d '{{\"password\":\"wrong\"}}'"
+        "  curl -i -X POST {base}/auth/login -H 'content-type: application/json' -d '{{\"user\":\"admin\",\"password\":\"wrong\"}}'"
     );
     println!("       # five failures lock the address out for a while (429, Retry-After)");
     println!(
-        "  for i in $(seq 40); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/api/scans; done; echo"
+        "  for i in $(seq 40); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/health/x; done; echo"
     );
     println!("       # the per-address limit: RateLimit fields on every response, then 429");
-    println!("  curl -i -X POST {base}/api/scans -d 'oops'    # problem+json 400");
-    println!("  curl -i -H 'x-forwarded-for: 6.6.6.6' -X POST {base}/api/scans \\");
     println!(
-        "       -H 'content-type: application/json' -d '{{\"target\":\"a.example\"}}'  # spoofed header ignored"
+        "  curl -i -X POST {base}/api/scans -H \"authorization: Bearer $OPERATOR_TOKEN\" -d 'oops'    # problem+json 400"
+    );
+    println!(
+        "  curl -i -H 'x-forwarded-for: 6.6.6.6' -X DELETE {base}/api/scans/1 -H \"authorization: Bearer $ADMIN_TOKEN\"  # spoofed header ignored"
     );
     println!();
 

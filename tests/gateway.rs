@@ -16,7 +16,27 @@ use common::{get, json, send, spawn_axum};
 use http::{Request, StatusCode};
 use http_body_util::Empty;
 
-async fn serve(admin_networks: &[&str], trusted_proxies: &[&str]) -> SocketAddr {
+/// `Authorization` values of development tokens, one per role.
+struct Tokens {
+    viewer: String,
+    operator: String,
+    admin: String,
+}
+
+async fn serve(admin_networks: &[&str], trusted_proxies: &[&str]) -> (SocketAddr, Tokens) {
+    serve_with_ttl(
+        admin_networks,
+        trusted_proxies,
+        std::time::Duration::from_secs(900),
+    )
+    .await
+}
+
+async fn serve_with_ttl(
+    admin_networks: &[&str],
+    trusted_proxies: &[&str],
+    token_ttl: std::time::Duration,
+) -> (SocketAddr, Tokens) {
     let config = gateway::Config {
         port: 0,
         rate_per_minute: 1_000,
@@ -29,8 +49,21 @@ async fn serve(admin_networks: &[&str], trusted_proxies: &[&str]) -> SocketAddr 
             .map(|n| n.parse().expect("cidr"))
             .collect(),
         cors_origins: vec!["http://localhost:3000".to_owned()],
+        token_ttl,
+        oidc_issuer: None,
+        oidc_audience: None,
     };
-    spawn_axum(gateway::app(&config).expect("app")).await
+    let built = gateway::gateway(&config).expect("gateway");
+    let bearer = |role: &str| {
+        let token = built.issuer.mint(role).roles([role]).sign().expect("token");
+        format!("Bearer {}", token.token)
+    };
+    let tokens = Tokens {
+        viewer: bearer("viewer"),
+        operator: bearer("operator"),
+        admin: bearer("admin"),
+    };
+    (spawn_axum(built.router).await, tokens)
 }
 
 async fn request(
@@ -86,7 +119,7 @@ async fn request(
 
 #[tokio::test]
 async fn health_is_open_and_unknown_routes_are_problem_json_404() {
-    let addr = serve(&["127.0.0.0/8"], &[]).await;
+    let (addr, _) = serve(&["127.0.0.0/8"], &[]).await;
     let health = get(addr, "/health", &[]).await;
     assert_eq!(health.status(), StatusCode::OK);
     assert_eq!(json(&health), serde_json::json!({"status": "ok"}));
@@ -101,12 +134,15 @@ async fn health_is_open_and_unknown_routes_are_problem_json_404() {
 
 #[tokio::test]
 async fn scans_are_created_read_and_deleted_by_an_admin_network() {
-    let addr = serve(&["127.0.0.0/8"], &[]).await;
+    let (addr, t) = serve(&["127.0.0.0/8"], &[]).await;
     let created = request(
         addr,
         "POST",
         "/api/scans",
-        &[("content-type", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &t.admin),
+        ],
         r#"{"target":"example.com"}"#,
     )
     .await;
@@ -116,33 +152,42 @@ async fn scans_are_created_read_and_deleted_by_an_admin_network() {
     assert_eq!(scan["target"], "example.com");
     assert_eq!(scan["requested_by"], "127.0.0.1");
 
-    let read = get(addr, "/api/scans/1", &[]).await;
+    let read = get(addr, "/api/scans/1", &[("authorization", &t.viewer)]).await;
     assert_eq!(json(&read)["id"], 1);
     assert_eq!(
-        json(&get(addr, "/api/scans", &[]).await)
+        json(&get(addr, "/api/scans", &[("authorization", &t.viewer)]).await)
             .as_array()
             .map(Vec::len),
         Some(1)
     );
     assert_eq!(
-        request(addr, "DELETE", "/api/scans/1", &[], "")
-            .await
-            .status(),
+        request(
+            addr,
+            "DELETE",
+            "/api/scans/1",
+            &[("authorization", &t.admin)],
+            ""
+        )
+        .await
+        .status(),
         StatusCode::NO_CONTENT
     );
-    let gone = get(addr, "/api/scans/1", &[]).await;
+    let gone = get(addr, "/api/scans/1", &[("authorization", &t.viewer)]).await;
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
     assert_eq!(gone.headers()["content-type"], "application/problem+json");
 }
 
 #[tokio::test]
 async fn delete_outside_admin_networks_is_forbidden_even_with_a_spoofed_address() {
-    let addr = serve(&["10.0.0.0/8"], &[]).await;
+    let (addr, t) = serve(&["10.0.0.0/8"], &[]).await;
     let created = request(
         addr,
         "POST",
         "/api/scans",
-        &[("content-type", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &t.admin),
+        ],
         r#"{"target":"a.example"}"#,
     )
     .await;
@@ -151,7 +196,7 @@ async fn delete_outside_admin_networks_is_forbidden_even_with_a_spoofed_address(
         addr,
         "DELETE",
         "/api/scans/1",
-        &[("x-forwarded-for", "10.0.0.1")],
+        &[("x-forwarded-for", "10.0.0.1"), ("authorization", &t.admin)],
         "",
     )
     .await;
@@ -162,15 +207,24 @@ async fn delete_outside_admin_networks_is_forbidden_even_with_a_spoofed_address(
     );
     // Reads stay open.
     assert_eq!(
-        get(addr, "/api/scans/1", &[]).await.status(),
+        get(addr, "/api/scans/1", &[("authorization", &t.viewer)])
+            .await
+            .status(),
         StatusCode::OK
     );
 }
 
 #[tokio::test]
 async fn bad_bodies_and_ids_are_problem_json_400_and_413() {
-    let addr = serve(&["127.0.0.0/8"], &[]).await;
-    let no_type = request(addr, "POST", "/api/scans", &[], r#"{"target":"x"}"#).await;
+    let (addr, t) = serve(&["127.0.0.0/8"], &[]).await;
+    let no_type = request(
+        addr,
+        "POST",
+        "/api/scans",
+        &[("authorization", &t.operator)],
+        r#"{"target":"x"}"#,
+    )
+    .await;
     assert_eq!(no_type.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         no_type.headers()["content-type"],
@@ -180,7 +234,10 @@ async fn bad_bodies_and_ids_are_problem_json_400_and_413() {
         addr,
         "POST",
         "/api/scans",
-        &[("content-type", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &t.admin),
+        ],
         "{oops",
     )
     .await;
@@ -189,12 +246,15 @@ async fn bad_bodies_and_ids_are_problem_json_400_and_413() {
         addr,
         "POST",
         "/api/scans",
-        &[("content-type", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &t.admin),
+        ],
         r#"{"target":"  "}"#,
     )
     .await;
     assert_eq!(empty_target.status(), StatusCode::BAD_REQUEST);
-    let bad_id = get(addr, "/api/scans/abc", &[]).await;
+    let bad_id = get(addr, "/api/scans/abc", &[("authorization", &t.viewer)]).await;
     assert_eq!(bad_id.status(), StatusCode::BAD_REQUEST);
     assert_eq!(json(&bad_id)["detail"], "The id is a number.");
     let huge: &'static str =
@@ -203,7 +263,10 @@ async fn bad_bodies_and_ids_are_problem_json_400_and_413() {
         addr,
         "POST",
         "/api/scans",
-        &[("content-type", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &t.admin),
+        ],
         huge,
     )
     .await;
@@ -216,7 +279,7 @@ async fn bad_bodies_and_ids_are_problem_json_400_and_413() {
 
 #[tokio::test]
 async fn cors_allows_only_configured_origins() {
-    let addr = serve(&["127.0.0.0/8"], &[]).await;
+    let (addr, _) = serve(&["127.0.0.0/8"], &[]).await;
     async fn preflight(addr: SocketAddr, origin: &str) -> http::Response<Bytes> {
         let headers = [
             ("origin", origin),
@@ -237,12 +300,15 @@ async fn cors_allows_only_configured_origins() {
 async fn an_unreadable_forwarding_header_never_opens_admin_routes() {
     // The proxy (loopback) is trusted and is inside the admin networks; a
     // client whose forwarded address cannot be read must not become it.
-    let addr = serve(&["127.0.0.0/8"], &["127.0.0.1"]).await;
+    let (addr, t) = serve(&["127.0.0.0/8"], &["127.0.0.1"]).await;
     let created = request(
         addr,
         "POST",
         "/api/scans",
-        &[("content-type", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &t.admin),
+        ],
         r#"{"target":"c.example"}"#,
     )
     .await;
@@ -251,7 +317,7 @@ async fn an_unreadable_forwarding_header_never_opens_admin_routes() {
         addr,
         "DELETE",
         "/api/scans/1",
-        &[("x-forwarded-for", "_hidden")],
+        &[("x-forwarded-for", "_hidden"), ("authorization", &t.admin)],
         "",
     )
     .await;
@@ -260,7 +326,10 @@ async fn an_unreadable_forwarding_header_never_opens_admin_routes() {
         addr,
         "DELETE",
         "/api/scans/1",
-        &[("x-forwarded-for", "203.0.113.7")],
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("authorization", &t.admin),
+        ],
         "",
     )
     .await;
@@ -269,17 +338,31 @@ async fn an_unreadable_forwarding_header_never_opens_admin_routes() {
 
 #[tokio::test]
 async fn responses_carry_rate_limit_fields_and_health_is_exempt() {
-    let addr = serve(&["127.0.0.0/8"], &[]).await;
-    let listed = get(addr, "/api/scans", &[]).await;
+    let (addr, t) = serve(&["127.0.0.0/8"], &[]).await;
+    let listed = get(addr, "/api/scans", &[("authorization", &t.viewer)]).await;
+    let joined = |name: &str| {
+        listed
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Both stacked layers report: the per-principal tier (viewer) inside,
+    // the per-address policy outside.
     assert_eq!(
-        listed.headers()["ratelimit-policy"],
-        "\"per_ip\";q=1000;w=60"
+        joined("ratelimit-policy"),
+        "\"per_principal\";q=300;w=60, \"per_ip\";q=1000;w=60"
     );
-    assert!(
-        listed.headers()["ratelimit"]
-            .to_str()
-            .unwrap()
-            .starts_with("\"per_ip\";r=")
+    let state = joined("ratelimit");
+    assert!(state.starts_with("\"per_principal\";r=299;t="), "{state}");
+    assert!(state.contains(", \"per_ip\";r="), "{state}");
+    // An admin is unlimited: only the per-address policy reports.
+    let admin = get(addr, "/api/scans", &[("authorization", &t.admin)]).await;
+    assert_eq!(
+        admin.headers()["ratelimit-policy"],
+        "\"per_ip\";q=1000;w=60"
     );
     let health = get(addr, "/health", &[]).await;
     assert!(health.headers().get("ratelimit").is_none());
@@ -287,8 +370,8 @@ async fn responses_carry_rate_limit_fields_and_health_is_exempt() {
 
 #[tokio::test]
 async fn five_failed_logins_lock_the_address_out() {
-    let addr = serve(&["127.0.0.0/8"], &[]).await;
-    let body = r#"{"password":"open sesame"}"#;
+    let (addr, _) = serve(&["127.0.0.0/8"], &[]).await;
+    let body = r#"{"user":"operator","password":"open sesame"}"#;
     let json_type = [("content-type", "application/json")];
     assert_eq!(
         request(addr, "POST", "/auth/login", &json_type, body)
@@ -302,7 +385,7 @@ async fn five_failed_logins_lock_the_address_out() {
             "POST",
             "/auth/login",
             &json_type,
-            r#"{"password":"guess"}"#,
+            r#"{"user":"operator","password":"guess"}"#,
         )
         .await;
         assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
@@ -326,7 +409,7 @@ async fn five_failed_logins_lock_the_address_out() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_client_is_recorded() {
-    let addr = serve(&["127.0.0.0/8"], &["127.0.0.1"]).await;
+    let (addr, t) = serve(&["127.0.0.0/8"], &["127.0.0.1"]).await;
     let created = request(
         addr,
         "POST",
@@ -334,9 +417,281 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_recorded() {
         &[
             ("content-type", "application/json"),
             ("x-forwarded-for", "6.6.6.6, 203.0.113.5"),
+            ("authorization", &t.operator),
         ],
         r#"{"target":"b.example"}"#,
     )
     .await;
     assert_eq!(json(&created)["requested_by"], "203.0.113.5");
+}
+
+#[tokio::test]
+async fn the_api_needs_a_valid_token_and_delete_needs_the_admin_role() {
+    let (addr, t) = serve(&["127.0.0.0/8"], &[]).await;
+    let anonymous = get(addr, "/api/scans", &[]).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        r#"Bearer realm="palisade-gateway""#
+    );
+    assert_eq!(
+        anonymous.headers()["content-type"],
+        "application/problem+json"
+    );
+    // A token signed by someone else's key, with our issuer and audience.
+    let forged = {
+        let other = gateway::gateway(&gateway::Config {
+            port: 0,
+            rate_per_minute: 1_000,
+            demo_password: "x".to_owned(),
+            redis_url: None,
+            instances: std::num::NonZeroU32::MIN,
+            trusted_proxies: Vec::new(),
+            admin_networks: Vec::new().into(),
+            cors_origins: Vec::new(),
+            token_ttl: std::time::Duration::from_secs(900),
+            oidc_issuer: None,
+            oidc_audience: None,
+        })
+        .expect("another gateway");
+        format!(
+            "Bearer {}",
+            other
+                .issuer
+                .mint("admin")
+                .roles(["admin"])
+                .sign()
+                .unwrap()
+                .token
+        )
+    };
+    let refused = get(addr, "/api/scans", &[("authorization", &forged)]).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        refused.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+
+    let created = request(
+        addr,
+        "POST",
+        "/api/scans",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &t.operator),
+        ],
+        r#"{"target":"d.example"}"#,
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    for token in [&t.viewer, &t.operator] {
+        let denied = request(
+            addr,
+            "DELETE",
+            "/api/scans/1",
+            &[("authorization", token)],
+            "",
+        )
+        .await;
+        assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+        assert_eq!(json(&denied)["detail"], "Admin routes need the admin role.");
+    }
+    let deleted = request(
+        addr,
+        "DELETE",
+        "/api/scans/1",
+        &[("authorization", &t.admin)],
+        "",
+    )
+    .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+}
+
+async fn login(addr: SocketAddr, user: &str) -> serde_json::Value {
+    let body: &'static str =
+        Box::leak(format!(r#"{{"user":"{user}","password":"open sesame"}}"#).into_boxed_str());
+    let response = request(
+        addr,
+        "POST",
+        "/auth/login",
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    json(&response)
+}
+
+async fn refresh(addr: SocketAddr, refresh_token: &str) -> http::Response<Bytes> {
+    let body: &'static str =
+        Box::leak(format!(r#"{{"refresh_token":"{refresh_token}"}}"#).into_boxed_str());
+    request(
+        addr,
+        "POST",
+        "/auth/refresh",
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn login_refresh_rotation_and_reuse_detection() {
+    let (addr, _) = serve(&["127.0.0.0/8"], &[]).await;
+    let first = login(addr, "viewer").await;
+    assert_eq!(first["token_type"], "Bearer");
+    assert_eq!(first["expires_in"], 900);
+    let access = format!("Bearer {}", first["access_token"].as_str().unwrap());
+    assert_eq!(
+        get(addr, "/api/scans", &[("authorization", &access)])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let old = first["refresh_token"].as_str().unwrap().to_owned();
+    let second = refresh(addr, &old).await;
+    assert_eq!(second.status(), StatusCode::OK);
+    let second = json(&second);
+    let newer = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(newer, old);
+    let access = format!("Bearer {}", second["access_token"].as_str().unwrap());
+    assert_eq!(
+        get(addr, "/api/scans", &[("authorization", &access)])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // The old one again: refused, and the family is gone for its holder too.
+    assert_eq!(refresh(addr, &old).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refresh(addr, &newer).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn logout_revokes_the_token_and_everywhere_signs_the_subject_out() {
+    let (addr, _) = serve(&["127.0.0.0/8"], &[]).await;
+    let one = format!(
+        "Bearer {}",
+        login(addr, "operator").await["access_token"]
+            .as_str()
+            .unwrap()
+    );
+    let two = format!(
+        "Bearer {}",
+        login(addr, "operator").await["access_token"]
+            .as_str()
+            .unwrap()
+    );
+    let out = request(addr, "POST", "/auth/logout", &[("authorization", &one)], "").await;
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        get(addr, "/api/scans", &[("authorization", &one)])
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(addr, "/api/scans", &[("authorization", &two)])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let everywhere = request(
+        addr,
+        "POST",
+        "/auth/logout",
+        &[
+            ("authorization", &two),
+            ("content-type", "application/json"),
+        ],
+        r#"{"everywhere":true}"#,
+    )
+    .await;
+    assert_eq!(everywhere.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        get(addr, "/api/scans", &[("authorization", &two)])
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn the_jwks_publishes_the_public_key_only() {
+    let (addr, _) = serve(&["127.0.0.0/8"], &[]).await;
+    let jwks = get(addr, "/.well-known/jwks.json", &[]).await;
+    assert_eq!(jwks.status(), StatusCode::OK);
+    assert_eq!(jwks.headers()["cache-control"], "public, max-age=300");
+    let keys = json(&jwks);
+    let key = &keys["keys"][0];
+    assert_eq!(key["kid"], "gateway-dev-1");
+    assert_eq!(key["kty"], "EC");
+    assert!(key.get("d").is_none(), "no private part: {key}");
+}
+
+async fn ticket(addr: SocketAddr, authorization: &str) -> String {
+    let response = request(
+        addr,
+        "POST",
+        "/auth/ws-ticket",
+        &[("authorization", authorization)],
+        "",
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    json(&response)["ticket"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn websocket_tickets_are_single_use_and_the_socket_closes_when_the_token_expires() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (addr, t) = serve_with_ttl(&["127.0.0.0/8"], &[], std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        request(addr, "POST", "/auth/ws-ticket", &[], "")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let ticket = ticket(addr, &t.viewer).await;
+    let url = format!("ws://{addr}/ws?ticket={ticket}");
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("upgrade");
+    socket.send(Message::text("ping")).await.unwrap();
+    let echoed = socket.next().await.unwrap().unwrap();
+    assert_eq!(echoed, Message::text("ping"));
+
+    // Used once: a second upgrade with it is a plain 401.
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED)
+        }
+        other => panic!("a used ticket upgraded: {:?}", other.map(|_| ())),
+    }
+    let garbage = format!("ws://{addr}/ws?ticket=AAAAAAAAAAAAAAAAAAAAAA");
+    assert!(tokio_tungstenite::connect_async(&garbage).await.is_err());
+
+    // The token behind the ticket lives 2 s: the socket is closed with 1008.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed before the deadline");
+    let frame = closed.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 1008);
+    assert_eq!(frame.reason.as_str(), "token expired");
 }

@@ -89,20 +89,27 @@ impl Fields {
         self.policy.is_none() && self.state.is_none() && self.legacy.is_none()
     }
 
-    /// Adds the fields to a response's headers; values the handler set
-    /// itself win.
+    /// Adds the fields to a response's headers. `RateLimit` and
+    /// `RateLimit-Policy` are lists: when an inner layer (or the handler)
+    /// already wrote items, ours are added as another field line, so a
+    /// client sees every policy of every stacked layer. The single-valued
+    /// legacy fields keep the inner (more specific) values.
     pub(crate) fn write_to(self, headers: &mut http::HeaderMap) {
         // `contains_key` then `insert` measures faster here than the entry
         // API, which this runs for on every allowed response.
-        if let Some(value) = self.policy
-            && !headers.contains_key(&RATELIMIT_POLICY)
-        {
-            headers.insert(&RATELIMIT_POLICY, value);
+        if let Some(value) = self.policy {
+            if headers.contains_key(&RATELIMIT_POLICY) {
+                headers.append(&RATELIMIT_POLICY, value);
+            } else {
+                headers.insert(&RATELIMIT_POLICY, value);
+            }
         }
-        if let Some(value) = self.state
-            && !headers.contains_key(&RATELIMIT)
-        {
-            headers.insert(&RATELIMIT, value);
+        if let Some(value) = self.state {
+            if headers.contains_key(&RATELIMIT) {
+                headers.append(&RATELIMIT, value);
+            } else {
+                headers.insert(&RATELIMIT, value);
+            }
         }
         if let Some(legacy) = self.legacy {
             for (name, value) in *legacy {
