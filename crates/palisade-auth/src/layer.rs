@@ -8,7 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::header::SEC_WEBSOCKET_PROTOCOL;
+use http::{HeaderValue, Request, Response};
 use palisade_core::audit::AuditEvent;
 use palisade_core::body::ResponseBody;
 use palisade_core::clock::Clock;
@@ -289,13 +290,18 @@ where
                 return ResponseFuture::fast(CoreFuture::rejected(response));
             }
         };
-        if matches!(origin, Origin::Protocol | Origin::Query) {
-            shared.sources.strip(&mut request, origin);
-        }
+        let echo = match origin {
+            Origin::Protocol | Origin::Query => shared.sources.strip(&mut request, origin),
+            Origin::Header | Origin::Cookie => None,
+        };
         match verification {
             Verification::Done(Ok(principal)) => {
                 request.extensions_mut().insert(principal);
-                ResponseFuture::fast(CoreFuture::inner(self.inner.call(request)))
+                let future = CoreFuture::inner(self.inner.call(request));
+                match echo {
+                    None => ResponseFuture::fast(future),
+                    Some(protocol) => ResponseFuture::echo(future, protocol),
+                }
             }
             Verification::Done(Err(failure)) => {
                 ResponseFuture::fast(CoreFuture::rejected(refuse(shared, &request, failure)))
@@ -311,10 +317,14 @@ where
                     match pending.await {
                         Ok(principal) => {
                             request.extensions_mut().insert(principal);
-                            inner
+                            let mut response = inner
                                 .call(request)
                                 .await
-                                .map(|response| response.map(ResponseBody::inner))
+                                .map(|response| response.map(ResponseBody::inner));
+                            if let (Ok(response), Some(protocol)) = (&mut response, echo) {
+                                echo_protocol(response, protocol);
+                            }
+                            response
                         }
                         Err(failure) => Ok(refuse(&shared, &request, failure)),
                     }
@@ -337,7 +347,21 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, B, E> {
         Fast { #[pin] future: CoreFuture<F, B> },
+        Echo { #[pin] future: CoreFuture<F, B>, protocol: Option<HeaderValue> },
         Slow { future: BoxedResponse<B, E> },
+    }
+}
+
+/// On a WebSocket handshake the inner service accepted without choosing a
+/// subprotocol, answers with the one the client offered beside its
+/// credential.
+fn echo_protocol<B>(response: &mut Response<B>, protocol: HeaderValue) {
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+        && !response.headers().contains_key(SEC_WEBSOCKET_PROTOCOL)
+    {
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_PROTOCOL, protocol);
     }
 }
 
@@ -351,6 +375,15 @@ impl<F, B, E> ResponseFuture<F, B, E> {
     fn fast(future: CoreFuture<F, B>) -> Self {
         Self {
             kind: Kind::Fast { future },
+        }
+    }
+
+    fn echo(future: CoreFuture<F, B>, protocol: HeaderValue) -> Self {
+        Self {
+            kind: Kind::Echo {
+                future,
+                protocol: Some(protocol),
+            },
         }
     }
 
@@ -371,6 +404,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Fast { future } => future.poll(cx),
+            KindProj::Echo { future, protocol } => {
+                let mut result = std::task::ready!(future.poll(cx));
+                if let (Ok(response), Some(protocol)) = (&mut result, protocol.take()) {
+                    echo_protocol(response, protocol);
+                }
+                Poll::Ready(result)
+            }
             KindProj::Slow { future } => future.as_mut().poll(cx),
         }
     }

@@ -136,13 +136,14 @@ impl TokenSources {
         }
     }
 
-    /// Removes a WebSocket credential from the request.
-    pub(crate) fn strip<B>(&self, request: &mut Request<B>, origin: Origin) {
+    /// Removes a WebSocket credential from the request. For a subprotocol
+    /// credential, returns the first other subprotocol the client offered:
+    /// the one to echo if the inner service chooses none (browsers fail a
+    /// handshake that offered subprotocols and got none back).
+    pub(crate) fn strip<B>(&self, request: &mut Request<B>, origin: Origin) -> Option<HeaderValue> {
         match origin {
             Origin::Protocol => {
-                let Some(prefix) = &self.websocket_protocol else {
-                    return;
-                };
+                let prefix = self.websocket_protocol.as_ref()?;
                 let kept: Vec<String> = request
                     .headers()
                     .get_all(SEC_WEBSOCKET_PROTOCOL)
@@ -160,16 +161,17 @@ impl TokenSources {
                 {
                     headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
                 }
+                kept.first()
+                    .and_then(|first| HeaderValue::from_str(first).ok())
             }
             Origin::Query => {
-                let Some(name) = &self.websocket_query else {
-                    return;
-                };
+                let name = self.websocket_query.as_ref()?;
                 if let Some(uri) = without_query_param(request.uri(), name) {
                     *request.uri_mut() = uri;
                 }
+                None
             }
-            Origin::Header | Origin::Cookie => {}
+            Origin::Header | Origin::Cookie => None,
         }
     }
 }
@@ -384,8 +386,9 @@ mod tests {
             find(&sources, &request),
             Err(AuthFailure::MultipleCredentials)
         );
-        sources.strip(&mut request, Origin::Protocol);
+        let echo = sources.strip(&mut request, Origin::Protocol);
         assert_eq!(request.headers()["sec-websocket-protocol"], "chat.v1");
+        assert_eq!(echo.unwrap(), "chat.v1");
         assert_eq!(
             find(&sources, &request),
             Ok(Some(("q.r.s".into(), Origin::Query)))

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 #[derive(Default)]
 struct Provider {
     jwks: Mutex<String>,
+    cache_control: Mutex<Option<String>>,
     discovery_issuer: Mutex<Option<String>>,
     jwks_hits: AtomicUsize,
 }
@@ -31,7 +32,19 @@ struct Provider {
 async fn jwks(State(provider): State<Arc<Provider>>) -> impl IntoResponse {
     provider.jwks_hits.fetch_add(1, Ordering::SeqCst);
     let body = provider.jwks.lock().unwrap().clone();
-    ([("content-type", "application/json")], body)
+    let cache = provider
+        .cache_control
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| "no-transform".into());
+    (
+        [
+            ("content-type", "application/json".to_owned()),
+            ("cache-control", cache),
+        ],
+        body,
+    )
 }
 
 async fn discovery(State(provider): State<Arc<Provider>>) -> impl IntoResponse {
@@ -345,4 +358,29 @@ fn plain_http_key_urls_are_refused_unless_spelled_out() {
         )
         .build();
     assert!(built.is_err());
+}
+
+#[tokio::test]
+async fn cache_control_max_age_sets_the_refresh_interval() {
+    init();
+    let provider = Arc::new(Provider::default());
+    let key = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("k");
+    *provider.jwks.lock().unwrap() = jwks_of(&[&key]);
+    *provider.cache_control.lock().unwrap() = Some("public, max-age=1".into());
+    let addr = serve(
+        provider.clone(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await;
+    // The interval says an hour; the server says one second.
+    let verifier = remote_verifier(format!("http://{addr}/jwks"), ISSUER, fast_options());
+    let token = token_issuer(key, ISSUER).mint("u").sign().unwrap().token;
+    assert!(verify_when_loaded(&verifier, &token).await.is_ok());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while provider.jwks_hits.load(Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "max-age was not honoured");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
