@@ -63,7 +63,10 @@ async fn tonic_clients_get_unauthenticated_for_missing_and_bad_tokens() {
     let mut client = HealthClient::new(common::grpc_channel(addr).await);
 
     let token = issuer.mint("svc-1").sign().unwrap().token;
-    client.check(check(Some(&token))).await.expect("a valid token passes");
+    client
+        .check(check(Some(&token)))
+        .await
+        .expect("a valid token passes");
 
     let status = client.check(check(None)).await.expect_err("no token");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
@@ -83,17 +86,19 @@ async fn tonic_clients_get_unavailable_while_keys_cannot_load() {
     let url = format!("http://{}/jwks", dead.local_addr().unwrap());
     drop(dead);
     let auth = JwtAuthLayer::builder()
-        .issuer(
-            Issuer::new("https://id.test")
-                .audience("grpc")
-                .jwks_url(url, RemoteOptions::default().allow_insecure_http_for_tests()),
-        )
+        .issuer(Issuer::new("https://id.test").audience("grpc").jwks_url(
+            url,
+            RemoteOptions::default().allow_insecure_http_for_tests(),
+        ))
         .build()
         .unwrap();
     let addr = serve_grpc(auth).await;
     let mut client = HealthClient::new(common::grpc_channel(addr).await);
     let token = issuer.mint("svc-1").sign().unwrap().token;
-    let status = client.check(check(Some(&token))).await.expect_err("keys down");
+    let status = client
+        .check(check(Some(&token)))
+        .await
+        .expect_err("keys down");
     assert_eq!(status.code(), tonic::Code::Unavailable);
 }
 
@@ -112,7 +117,12 @@ async fn one_layer_guards_several_axum_routes_with_one_cache() {
         .route_layer(auth)
         .route("/open", get(|| async { "open" }));
     let addr = common::spawn_axum(app).await;
-    let token = issuer.mint("u").ttl(Duration::from_secs(60)).sign().unwrap().token;
+    let token = issuer
+        .mint("u")
+        .ttl(Duration::from_secs(60))
+        .sign()
+        .unwrap()
+        .token;
     let header = format!("Bearer {token}");
     for path in ["/a", "/b", "/a"] {
         let response = common::get(addr, path, &[("authorization", &header)]).await;
