@@ -341,30 +341,33 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// The key a token names: by `kid`, or, for a token without one, the only
-    /// key of its algorithm.
+    /// The key a token names: by `kid`; else (a token without `kid`, or
+    /// one naming a `kid` no key has) the only key of its algorithm that
+    /// has no `kid` of its own, or for a token without `kid` the only key
+    /// of its algorithm.
     pub(crate) fn find(&self, kid: Option<&str>, algorithm: Algorithm) -> Lookup<'_> {
-        match kid {
-            Some(kid) => match self.by_kid.get(kid) {
-                Some(&index) => Lookup::Found(&self.keys[index]),
-                None => Lookup::Unknown,
-            },
-            None => {
-                let mut candidates = self.keys.iter().filter(|k| k.algorithm == algorithm);
-                match (candidates.next(), candidates.next()) {
-                    (Some(key), None) => Lookup::Found(key),
-                    // Several keys and no kid: ambiguous, refuse rather than
-                    // try each.
-                    (Some(_), Some(_)) => Lookup::Unknown,
-                    (None, _) => {
-                        if self.keys.is_empty() {
-                            Lookup::Unknown
-                        } else {
-                            Lookup::WrongAlgorithm
-                        }
-                    }
-                }
+        if let Some(kid) = kid {
+            if let Some(&index) = self.by_kid.get(kid) {
+                return Lookup::Found(&self.keys[index]);
             }
+            // A key configured without an id (one PEM key) serves tokens
+            // whatever kid they name, as long as the algorithm matches.
+            let mut anonymous = self
+                .keys
+                .iter()
+                .filter(|k| k.kid.is_none() && k.algorithm == algorithm);
+            return match (anonymous.next(), anonymous.next()) {
+                (Some(key), None) => Lookup::Found(key),
+                _ => Lookup::Unknown,
+            };
+        }
+        let mut candidates = self.keys.iter().filter(|k| k.algorithm == algorithm);
+        match (candidates.next(), candidates.next()) {
+            (Some(key), None) => Lookup::Found(key),
+            // Several keys and no kid: ambiguous, refuse rather than try each.
+            (Some(_), Some(_)) => Lookup::Unknown,
+            (None, _) if self.keys.is_empty() => Lookup::Unknown,
+            (None, _) => Lookup::WrongAlgorithm,
         }
     }
 }

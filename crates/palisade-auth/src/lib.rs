@@ -59,6 +59,8 @@
 
 mod cache;
 pub mod claims;
+#[cfg(feature = "serde")]
+pub mod config;
 pub mod crypto;
 #[cfg(feature = "axum")]
 pub mod extract;
