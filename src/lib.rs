@@ -3,9 +3,10 @@
 //! # Modules
 //!
 //! - [`core`]: `palisade-core`, always present.
+//! - `auth`: `palisade-auth` (JWT), with the `auth` feature (default).
 //! - `ratelimit`: `palisade-ratelimit`, with the `ratelimit` feature (default).
 //! - `redis`: `palisade-redis`, with the `redis` feature.
-//! - [`architecture`] and [`benchmarks`]: the project's documents.
+//! - [`architecture`], [`benchmarks`] and the guides: the project's documents.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -25,3 +26,7 @@ pub mod architecture {}
 
 #[doc = include_str!("../docs/benchmarks.md")]
 pub mod benchmarks {}
+
+#[cfg(feature = "auth")]
+#[doc = include_str!("../docs/auth.md")]
+pub mod auth_guide {}
