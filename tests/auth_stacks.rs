@@ -133,3 +133,164 @@ async fn one_layer_guards_several_axum_routes_with_one_cache() {
     assert_eq!(common::get(addr, "/open", &[]).await.status(), 200);
     assert_eq!(common::get(addr, "/a", &[]).await.status(), 401);
 }
+
+/// Every token of the threat list, through a real tonic client: each is
+/// refused with UNAUTHENTICATED (or, past the server's metadata size limit,
+/// before it reaches any layer).
+#[tokio::test]
+async fn tonic_refuses_every_forged_or_broken_token() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use palisade::auth::revocation::{MemoryRevocationStore, RevocationStore};
+    use serde_json::json;
+
+    const PRIVATE: &[u8] = include_bytes!("../crates/palisade-auth/tests/keys/rsa_private.pem");
+    const PUBLIC: &[u8] = include_bytes!("../crates/palisade-auth/tests/keys/rsa_public.pem");
+    const OTHER: &[u8] = include_bytes!("../crates/palisade-auth/tests/keys/rsa_other_private.pem");
+    CryptoBackend::install_preferred().unwrap();
+    let issuer = TokenIssuer::builder("https://id.test")
+        .audience("grpc")
+        .signing_key(
+            SigningKey::from_pem(Algorithm::RS256, PRIVATE)
+                .unwrap()
+                .with_kid("rsa-1"),
+        )
+        .build()
+        .unwrap();
+    let revocation = MemoryRevocationStore::new();
+    let auth = JwtAuthLayer::builder()
+        .issuer(issuer.verifying_issuer())
+        .revocation(revocation.clone())
+        .build()
+        .unwrap();
+    let addr = serve_grpc(auth).await;
+    let mut client = HealthClient::new(common::grpc_channel(addr).await);
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = || json!({"iss": "https://id.test", "aud": "grpc", "sub": "u", "exp": now + 300, "iat": now});
+    let header = |alg: &str, kid: &str| json!({"alg": alg, "kid": kid, "typ": "at+jwt"});
+    let part = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let sign = |header: serde_json::Value,
+                claims: serde_json::Value,
+                key: &jsonwebtoken::EncodingKey,
+                alg| {
+        let message = format!("{}.{}", part(&header), part(&claims));
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), key, alg).unwrap();
+        format!("{message}.{signature}")
+    };
+    let rsa = jsonwebtoken::EncodingKey::from_rsa_pem(PRIVATE).unwrap();
+    let rs256 = jsonwebtoken::Algorithm::RS256;
+    let valid = sign(header("RS256", "rsa-1"), claims(), &rsa, rs256);
+    client
+        .check(check(Some(&valid)))
+        .await
+        .expect("the reference token passes");
+
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = claims();
+        edit(&mut c);
+        sign(header("RS256", "rsa-1"), c, &rsa, rs256)
+    };
+    let parts: Vec<&str> = valid.split('.').collect();
+    let mut cases = vec![
+        (
+            "alg none",
+            format!("{}.{}.", part(&header("none", "rsa-1")), part(&claims())),
+        ),
+        (
+            "HS256 with the public key as secret",
+            sign(
+                header("HS256", "rsa-1"),
+                claims(),
+                &jsonwebtoken::EncodingKey::from_secret(PUBLIC),
+                jsonwebtoken::Algorithm::HS256,
+            ),
+        ),
+        (
+            "tampered payload",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                part(
+                    &json!({"iss": "https://id.test", "aud": "grpc", "sub": "admin", "exp": now + 300})
+                ),
+                parts[2]
+            ),
+        ),
+        ("stripped signature", format!("{}.{}.", parts[0], parts[1])),
+        (
+            "another key",
+            sign(
+                header("RS256", "rsa-1"),
+                claims(),
+                &jsonwebtoken::EncodingKey::from_rsa_pem(OTHER).unwrap(),
+                rs256,
+            ),
+        ),
+        ("expired", with(&|c| c["exp"] = json!(now - 120))),
+        ("nbf in the future", with(&|c| c["nbf"] = json!(now + 3600))),
+        (
+            "wrong iss",
+            with(&|c| c["iss"] = json!("https://evil.test")),
+        ),
+        ("wrong aud", with(&|c| c["aud"] = json!("web"))),
+        (
+            "missing exp",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+        ),
+        (
+            "unknown kid",
+            sign(header("RS256", "rsa-9"), claims(), &rsa, rs256),
+        ),
+        (
+            "10 KB kid",
+            sign(
+                header("RS256", &"k".repeat(10 * 1024)),
+                claims(),
+                &rsa,
+                rs256,
+            ),
+        ),
+    ];
+    let revoked = with(&|c| c["jti"] = json!("revoked-1"));
+    revocation
+        .revoke_token("revoked-1", Duration::from_secs(600))
+        .await
+        .unwrap();
+    cases.push(("revoked jti", revoked));
+    let signed_out = sign(
+        header("RS256", "rsa-1"),
+        json!({"iss": "https://id.test", "aud": "grpc", "sub": "gone", "exp": now + 300, "iat": now - 10}),
+        &rsa,
+        rs256,
+    );
+    revocation
+        .revoke_subject("gone", now, Duration::from_secs(600))
+        .await
+        .unwrap();
+    cases.push(("subject signed out", signed_out));
+    for (name, token) in &cases {
+        let status = client.check(check(Some(token))).await.expect_err(name);
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{name}");
+        assert_eq!(status.message(), "The access token is invalid.", "{name}");
+    }
+
+    // A 100 KB token: refused, whether by the server's header limit or by us.
+    let huge = with(&|c| c["pad"] = json!("x".repeat(100 * 1024)));
+    let mut client = HealthClient::new(common::grpc_channel(addr).await);
+    assert!(client.check(check(Some(&huge))).await.is_err());
+
+    // Two authorization entries.
+    let mut client = HealthClient::new(common::grpc_channel(addr).await);
+    let mut request = check(Some(&valid));
+    request
+        .metadata_mut()
+        .append("authorization", format!("Bearer {valid}").parse().unwrap());
+    let status = client.check(request).await.expect_err("two credentials");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+}
