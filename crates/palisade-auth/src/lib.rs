@@ -65,6 +65,8 @@ pub mod crypto;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod failure;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod issue;
 pub mod issuer;
 pub mod key;
