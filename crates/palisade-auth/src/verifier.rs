@@ -469,7 +469,16 @@ impl JwtVerifier {
         let Ok(header_json) = URL_SAFE_NO_PAD.decode(header_b64) else {
             return Step::Failed(AuthFailure::Malformed);
         };
-        let Ok(header) = serde_json::from_slice::<Header<'_>>(&header_json) else {
+        // RFC 7515 §5.2: the header is UTF-8 JSON and an object. serde
+        // would fill the struct from an array too, and would not check the
+        // UTF-8 of fields it skips.
+        let Ok(header_text) = std::str::from_utf8(&header_json) else {
+            return Step::Failed(AuthFailure::Malformed);
+        };
+        if !header_text.trim_start().starts_with('{') {
+            return Step::Failed(AuthFailure::Malformed);
+        }
+        let Ok(header) = serde_json::from_str::<Header<'_>>(header_text) else {
             return Step::Failed(AuthFailure::Malformed);
         };
         if header.crit.is_some() {
