@@ -71,6 +71,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use ipnet::IpNet;
+use palisade::auth::claims::ClaimMapping;
 use palisade::auth::crypto::CryptoBackend;
 use palisade::auth::issue::{SigningKey, TokenIssuer};
 use palisade::auth::key::Algorithm;
@@ -538,16 +539,25 @@ pub(crate) fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::error::Er
         .build()?;
     let (revocation, refresh, tickets): (Arc<dyn RevocationStore>, RefreshTokens, WsTickets) =
         match &redis {
-            Some(connection) => (
-                Arc::new(RedisRevocationStore::new(connection.clone(), "palisade")?),
-                RefreshTokens::new(RedisRefreshStore::new(connection.clone(), "palisade")?),
-                WsTickets::new(RedisTicketStore::new(connection.clone(), "palisade")?),
-            ),
-            None => (
-                Arc::new(MemoryRevocationStore::new()),
-                RefreshTokens::new(MemoryRefreshStore::new()),
-                WsTickets::new(MemoryTicketStore::new()),
-            ),
+            Some(connection) => {
+                let revocation: Arc<dyn RevocationStore> =
+                    Arc::new(RedisRevocationStore::new(connection.clone(), "palisade")?);
+                (
+                    revocation.clone(),
+                    RefreshTokens::new(RedisRefreshStore::new(connection.clone(), "palisade")?)
+                        .revocation(revocation.clone()),
+                    WsTickets::new(RedisTicketStore::new(connection.clone(), "palisade")?)
+                        .revocation(revocation),
+                )
+            }
+            None => {
+                let revocation: Arc<dyn RevocationStore> = Arc::new(MemoryRevocationStore::new());
+                (
+                    revocation.clone(),
+                    RefreshTokens::new(MemoryRefreshStore::new()).revocation(revocation.clone()),
+                    WsTickets::new(MemoryTicketStore::new()).revocation(revocation),
+                )
+            }
         };
     let mut verifier = JwtVerifier::builder()
         .issuer(issuer.verifying_issuer())
@@ -556,6 +566,9 @@ pub(crate) fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::error::Er
         verifier = verifier.issuer(
             Issuer::new(oidc.clone())
                 .audience(audience.clone())
+                // The provider's groups are not this gateway's roles: its
+                // users get none (viewer tier, no admin route).
+                .claim_mapping(ClaimMapping::default().role_claims([]))
                 .oidc_discovery(RemoteOptions::default()),
         );
     }

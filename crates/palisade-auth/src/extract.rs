@@ -16,7 +16,7 @@
 //! # let _ = app;
 //! ```
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use http::request::Parts;
 use palisade_core::Rejection;
 use palisade_core::principal::Principal;
@@ -24,9 +24,10 @@ use serde::de::DeserializeOwned;
 
 /// The verified token's claims, deserialized into `T`.
 ///
-/// Refused with 401 when the route has no authenticated principal with
-/// claims, or when the claims do not fit `T` (the token lacks what the
-/// handler needs).
+/// Refused with 401 when the route has no authenticated principal, and
+/// with 403 when its claims do not fit `T` (the token lacks what the
+/// handler needs) or were not kept (`ClaimMapping::keep_claims(false)`).
+/// `Option<Claims<T>>` is `None` without a principal.
 #[derive(Clone, Debug)]
 pub struct Claims<T>(pub T);
 
@@ -38,13 +39,44 @@ where
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let claims = parts
-            .extensions
-            .get::<Principal>()
-            .and_then(Principal::claims)
-            .ok_or_else(|| crate::AuthFailure::Missing.rejection(None))?;
-        T::deserialize(claims)
-            .map(Claims)
-            .map_err(|_| crate::AuthFailure::Malformed.rejection(None))
+        match principal_claims(parts) {
+            None => Err(crate::AuthFailure::Missing.rejection(None)),
+            Some(claims) => fit(claims),
+        }
     }
+}
+
+impl<S, T> OptionalFromRequestParts<S> for Claims<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = Rejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match principal_claims(parts) {
+            None => Ok(None),
+            Some(claims) => fit(claims).map(Some),
+        }
+    }
+}
+
+/// The claims of an authenticated principal: `None` without one (or with
+/// the anonymous one), `Some(None)` when its claims were not kept.
+fn principal_claims(parts: &Parts) -> Option<Option<&serde_json::Value>> {
+    let principal = parts
+        .extensions
+        .get::<Principal>()
+        .filter(|p| !p.is_anonymous())?;
+    Some(principal.claims())
+}
+
+fn fit<T: DeserializeOwned>(claims: Option<&serde_json::Value>) -> Result<Claims<T>, Rejection> {
+    let refused =
+        || Rejection::forbidden().with_detail("The credential lacks what this route needs.");
+    let claims = claims.ok_or_else(refused)?;
+    T::deserialize(claims).map(Claims).map_err(|_| refused())
 }

@@ -65,6 +65,9 @@ pub enum AuthFailure {
     SignedOut,
     /// A WebSocket ticket is unknown, used or expired.
     InvalidTicket,
+    /// A cookie credential on a cross-site WebSocket handshake or unsafe
+    /// request.
+    OriginNotAllowed,
     /// The issuer's keys have not loaded yet (identity provider down).
     KeysUnavailable,
     /// The revocation store did not answer and the policy is fail-closed.
@@ -99,6 +102,7 @@ impl AuthFailure {
             AuthFailure::Revoked => "token_revoked",
             AuthFailure::SignedOut => "subject_signed_out",
             AuthFailure::InvalidTicket => "ticket_invalid",
+            AuthFailure::OriginNotAllowed => "origin_not_allowed",
             AuthFailure::KeysUnavailable => "keys_unavailable",
             AuthFailure::RevocationUnavailable => "revocation_unavailable",
         }
@@ -119,19 +123,31 @@ impl AuthFailure {
             return Rejection::unavailable(UNAVAILABLE_RETRY)
                 .with_detail("Authentication is temporarily unavailable.");
         }
+        if self == AuthFailure::OriginNotAllowed {
+            return Rejection::forbidden()
+                .with_detail("This credential cannot be used from another site.");
+        }
         let mut challenge = Challenge::bearer();
         if let Some(realm) = realm {
             challenge = challenge.realm(realm);
         }
+        if matches!(
+            self,
+            AuthFailure::MultipleCredentials | AuthFailure::MalformedRequest
+        ) {
+            // RFC 6750 §3.1: a malformed request is 400, not 401.
+            let detail = "The request must carry exactly one readable credential.";
+            return Rejection::bad_request()
+                .with_challenge(
+                    &challenge
+                        .error(BearerError::InvalidRequest)
+                        .error_description(detail),
+                )
+                .with_detail(detail);
+        }
         let (challenge, detail) = match self {
             // RFC 6750 §3.1: no error code when the request had no credential.
             AuthFailure::Missing => (challenge, "A bearer token is required."),
-            AuthFailure::MultipleCredentials | AuthFailure::MalformedRequest => (
-                challenge
-                    .error(BearerError::InvalidRequest)
-                    .error_description("The request must carry exactly one readable credential."),
-                "The request must carry exactly one readable credential.",
-            ),
             _ => (
                 challenge
                     .error(BearerError::InvalidToken)

@@ -49,6 +49,7 @@ pub struct Issuer {
     pub(crate) any_issuer: bool,
     pub(crate) rules: Rules,
     pub(crate) keys: KeySource,
+    pub(crate) mapping: Option<crate::claims::ClaimMapping>,
     pub(crate) error: Option<ConfigError>,
 }
 
@@ -78,6 +79,7 @@ impl Issuer {
                 max_lifetime: None,
             },
             keys: KeySource::Static(Vec::new()),
+            mapping: None,
             error: None,
         }
     }
@@ -124,6 +126,15 @@ impl Issuer {
     /// Refuses tokens whose `exp - iat` is longer than this.
     pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
         self.rules.max_lifetime = Some(lifetime.as_secs());
+        self
+    }
+
+    /// Where this issuer's subject, tenant, roles and scopes are read from,
+    /// instead of the verifier's mapping. Give each identity provider its
+    /// own when their role names must not mix (an IdP group called `admin`
+    /// is not your admin).
+    pub fn claim_mapping(mut self, mapping: crate::claims::ClaimMapping) -> Self {
+        self.mapping = Some(mapping);
         self
     }
 
@@ -174,8 +185,19 @@ impl Issuer {
     /// otherwise), refreshed on an interval and on an unknown `kid`.
     #[cfg(feature = "remote")]
     pub fn jwks_url(mut self, url: impl Into<String>, options: RemoteOptions) -> Self {
-        self.keys = KeySource::JwksUrl(url.into(), options);
+        self.set_remote(KeySource::JwksUrl(url.into(), options));
         self
+    }
+
+    #[cfg(feature = "remote")]
+    fn set_remote(&mut self, source: KeySource) {
+        if matches!(&self.keys, KeySource::Static(keys) if !keys.is_empty()) {
+            self.error = Some(ConfigError::invalid(
+                "keys",
+                "an issuer has either its own keys or remote ones, not both",
+            ));
+        }
+        self.keys = source;
     }
 
     /// Finds the JWKS URL through OIDC discovery
@@ -183,7 +205,7 @@ impl Issuer {
     /// document names this issuer.
     #[cfg(feature = "remote")]
     pub fn oidc_discovery(mut self, options: RemoteOptions) -> Self {
-        self.keys = KeySource::Discovery(options);
+        self.set_remote(KeySource::Discovery(options));
         self
     }
 

@@ -108,6 +108,38 @@ impl VerifyingKey {
         }
         let algorithm = jwk_algorithm(jwk)?;
         let key = DecodingKey::from_jwk(jwk).map_err(key_error)?;
+        match &jwk.algorithm {
+            // The same floor as `hmac`: an empty or short `k` is a key
+            // anyone can guess.
+            AlgorithmParameters::OctetKey(_) => {
+                let len = key.try_get_as_bytes().map_or(0, <[u8]>::len);
+                if len < min_hmac_len(algorithm) {
+                    return Err(ConfigError::invalid(
+                        "key",
+                        format!(
+                            "an {algorithm:?} secret needs at least {} bytes",
+                            min_hmac_len(algorithm)
+                        ),
+                    ));
+                }
+            }
+            // RSA under 2048 bits is refused here whatever the backend
+            // would accept.
+            AlgorithmParameters::RSA(params) => {
+                use base64::Engine;
+                let modulus = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(params.n.trim_end_matches('='))
+                    .unwrap_or_default();
+                let significant = modulus.iter().skip_while(|b| **b == 0).count();
+                if significant < 256 {
+                    return Err(ConfigError::invalid(
+                        "key",
+                        "RSA keys need at least 2048 bits",
+                    ));
+                }
+            }
+            _ => {}
+        }
         let mut key = Self::new(algorithm, key);
         if let Some(kid) = &jwk.common.key_id {
             key = key.with_kid(kid.as_str());
@@ -393,7 +425,9 @@ mod tests {
                 {{"kty":"RSA","kid":"enc","use":"enc","n":"AQAB","e":"AQAB"}},
                 {{"kty":"RSA","kid":"oaep","alg":"RSA-OAEP","n":"AQAB","e":"AQAB"}},
                 {{"kty":"XYZ","kid":"odd"}},
-                {{"kty":"oct","kid":"s","alg":"HS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}}
+                {{"kty":"oct","kid":"s","alg":"HS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}},
+                {{"kty":"oct","kid":"empty","alg":"HS256","k":""}},
+                {{"kty":"RSA","kid":"small","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXbw","e":"AQAB"}}
             ]}}"#
         );
         let local = KeySet::parse_jwks(document.as_bytes(), JwksOrigin::Local).unwrap();

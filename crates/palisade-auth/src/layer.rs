@@ -74,6 +74,7 @@ impl fmt::Debug for JwtAuthLayer {
 #[derive(Debug, Default)]
 pub struct JwtAuthBuilder {
     verifier: JwtVerifierBuilder,
+    verifier_options: bool,
     prebuilt: Option<JwtVerifier>,
     sources: TokenSources,
     optional: bool,
@@ -83,12 +84,14 @@ pub struct JwtAuthBuilder {
 impl JwtAuthBuilder {
     /// Trusts an issuer (see [`JwtVerifierBuilder::issuer`]).
     pub fn issuer(mut self, issuer: Issuer) -> Self {
+        self.verifier_options = true;
         self.verifier = self.verifier.issuer(issuer);
         self
     }
 
-    /// Uses a verifier built elsewhere (shared with another layer); the
-    /// verifier options of this builder are then ignored.
+    /// Uses a verifier built elsewhere (shared with another layer). The
+    /// verifier's own options (issuers, revocation, cache...) are set on it;
+    /// setting them here too is refused at build.
     pub fn verifier(mut self, verifier: JwtVerifier) -> Self {
         self.prebuilt = Some(verifier);
         self
@@ -96,42 +99,49 @@ impl JwtAuthBuilder {
 
     /// Where subject, tenant, roles and scopes are read from.
     pub fn claim_mapping(mut self, mapping: ClaimMapping) -> Self {
+        self.verifier_options = true;
         self.verifier = self.verifier.claim_mapping(mapping);
         self
     }
 
     /// The longest token accepted (default 8 KiB).
     pub fn max_token_bytes(mut self, bytes: usize) -> Self {
+        self.verifier_options = true;
         self.verifier = self.verifier.max_token_bytes(bytes);
         self
     }
 
     /// The longest `kid` accepted (default 256 bytes).
     pub fn max_kid_len(mut self, len: usize) -> Self {
+        self.verifier_options = true;
         self.verifier = self.verifier.max_kid_len(len);
         self
     }
 
     /// How many verified tokens are remembered (default 100,000; 0 = off).
     pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.verifier_options = true;
         self.verifier = self.verifier.cache_capacity(capacity);
         self
     }
 
     /// Checks every token against a revocation store.
     pub fn revocation(mut self, store: impl RevocationStore) -> Self {
+        self.verifier_options = true;
         self.verifier = self.verifier.revocation(store);
         self
     }
 
     /// What to do when the revocation store cannot answer (default: 503).
     pub fn on_revocation_failure(mut self, policy: RevocationFailure) -> Self {
+        self.verifier_options = true;
         self.verifier = self.verifier.on_revocation_failure(policy);
         self
     }
 
     /// The clock (tests use a manual one).
     pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.verifier_options = true;
         self.verifier = self.verifier.clock(clock);
         self
     }
@@ -159,6 +169,12 @@ impl JwtAuthBuilder {
     /// Builds the layer; see [`JwtVerifierBuilder::build`].
     pub fn build(self) -> Result<JwtAuthLayer, ConfigError> {
         let verifier = match self.prebuilt {
+            Some(_) if self.verifier_options => {
+                return Err(ConfigError::invalid(
+                    "verifier",
+                    "a prebuilt verifier was given: set issuers, revocation, cache and clock on it, not here",
+                ));
+            }
             Some(verifier) => verifier,
             None => self.verifier.build()?,
         };
@@ -278,7 +294,10 @@ where
         let (verification, origin) = match shared.sources.find(&request) {
             Found::Token(token, origin) => (shared.verifier.verify_token(&token), origin),
             Found::Nothing if shared.optional => {
-                request.extensions_mut().insert(Principal::anonymous());
+                // A principal set by an earlier layer (API key, mTLS) stays.
+                if request.extensions().get::<Principal>().is_none() {
+                    request.extensions_mut().insert(Principal::anonymous());
+                }
                 return ResponseFuture::fast(CoreFuture::inner(self.inner.call(request)));
             }
             Found::Nothing => {

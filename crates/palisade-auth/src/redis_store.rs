@@ -26,15 +26,27 @@ fn hex(bytes: &[u8; 32]) -> String {
 }
 
 /// Rotate atomically: the current secret moves on, any other revokes.
+/// Replies `{outcome, subject, created_at}`.
 const ROTATE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
-if redis.call('HGET', KEYS[1], 'revoked') == '1' then return {0, ''} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', ''} end
+if redis.call('HGET', KEYS[1], 'revoked') == '1' then return {0, '', ''} end
+local subject = redis.call('HGET', KEYS[1], 'subject')
 if redis.call('HGET', KEYS[1], 'current') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'current', ARGV[2])
-  return {1, redis.call('HGET', KEYS[1], 'subject')}
+  return {1, subject, redis.call('HGET', KEYS[1], 'created')}
 end
 redis.call('HSET', KEYS[1], 'revoked', '1')
-return {2, ''}
+return {2, subject, ''}
+";
+
+/// Revoke an existing family, only with its current secret when one is
+/// given; a missing family leaves no key behind.
+const REVOKE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'revoked') == '1' then return 0 end
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'current') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'revoked', '1')
+return 1
 ";
 
 /// Refresh-token families in Redis: one hash per family
@@ -45,6 +57,7 @@ pub struct RedisRefreshStore {
     connection: RedisConnection,
     names: KeyNamer,
     rotate: RedisScript,
+    revoke: RedisScript,
 }
 
 impl RedisRefreshStore {
@@ -54,6 +67,7 @@ impl RedisRefreshStore {
             connection,
             names: KeyNamer::new(prefix).map_err(|r| ConfigError::invalid("key_prefix", r))?,
             rotate: RedisScript::new(ROTATE),
+            revoke: RedisScript::new(REVOKE),
         })
     }
 }
@@ -72,6 +86,8 @@ impl RefreshStore for RedisRefreshStore {
             .arg(hex(&record.current))
             .arg("revoked")
             .arg("0")
+            .arg("created")
+            .arg(record.created_at)
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
@@ -97,28 +113,33 @@ impl RefreshStore for RedisRefreshStore {
         let connection = self.connection.clone();
         let script = self.rotate.clone();
         Box::pin(async move {
-            let reply: (u8, String) = script
+            let reply: (u8, String, String) = script
                 .invoke(&connection, &[&key], &[hex(&presented), hex(&next)])
                 .await
                 .map_err(unavailable)?;
             Ok(match reply {
-                (1, subject) if !subject.is_empty() => RotateOutcome::Rotated { subject },
-                (2, _) => RotateOutcome::Reused,
+                (1, subject, created) if !subject.is_empty() => RotateOutcome::Rotated {
+                    subject,
+                    // Unreadable: as old as can be, so any sign-out ends it.
+                    created_at: created.parse().unwrap_or(0),
+                },
+                (2, subject, _) => RotateOutcome::Reused { subject },
                 _ => RotateOutcome::Invalid,
             })
         })
     }
 
-    fn revoke(&self, family: &str) -> StoreFuture<()> {
-        let mut command = redis::cmd("HSET");
-        command
-            .arg(self.names.key("rt", family))
-            .arg("revoked")
-            .arg("1");
+    fn revoke(&self, family: &str, presented: Option<[u8; 32]>) -> StoreFuture<bool> {
+        let key = self.names.key("rt", family);
         let connection = self.connection.clone();
+        let script = self.revoke.clone();
+        let presented = presented.map(|hash| hex(&hash)).unwrap_or_default();
         Box::pin(async move {
-            let _: i64 = connection.query(&command).await.map_err(unavailable)?;
-            Ok(())
+            let revoked: i64 = script
+                .invoke(&connection, &[&key], &[presented])
+                .await
+                .map_err(unavailable)?;
+            Ok(revoked == 1)
         })
     }
 }

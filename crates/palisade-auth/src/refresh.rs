@@ -15,7 +15,7 @@
 //! let rotated = tokens.rotate(&first).await?;
 //! assert_eq!(rotated.subject, "user-42");
 //! // The old token again: the family is revoked.
-//! assert_eq!(tokens.rotate(&first).await.unwrap_err(), RefreshError::Reused);
+//! assert!(matches!(tokens.rotate(&first).await, Err(RefreshError::Reused { .. })));
 //! assert_eq!(tokens.rotate(&rotated.refresh_token).await.unwrap_err(), RefreshError::Invalid);
 //! # Ok::<(), RefreshError>(())
 //! # }).unwrap();
@@ -40,9 +40,14 @@ pub enum RefreshError {
     /// Unknown, malformed, expired or revoked.
     #[error("the refresh token is invalid")]
     Invalid,
-    /// A retired token was presented: its family is now revoked.
+    /// A retired token was presented: its family is now revoked. The
+    /// subject is given so the application can go further (sign it out
+    /// everywhere).
     #[error("the refresh token was already used; its family is revoked")]
-    Reused,
+    Reused {
+        /// The family's subject.
+        subject: String,
+    },
     /// The store did not answer.
     #[error("the refresh store is unavailable")]
     Unavailable,
@@ -63,6 +68,9 @@ pub struct FamilyRecord {
     pub current: [u8; 32],
     /// When the family ends, in seconds since the epoch.
     pub expires_at: u64,
+    /// When the family began, in seconds since the epoch: a "sign out
+    /// everywhere" after it ends the family.
+    pub created_at: u64,
 }
 
 /// What a rotation did.
@@ -72,9 +80,14 @@ pub enum RotateOutcome {
     Rotated {
         /// The family's subject.
         subject: String,
+        /// When the family began.
+        created_at: u64,
     },
     /// The presented secret was retired: the family is revoked.
-    Reused,
+    Reused {
+        /// The family's subject.
+        subject: String,
+    },
     /// No such live family.
     Invalid,
 }
@@ -91,8 +104,9 @@ pub trait RefreshStore: Send + Sync + 'static {
         presented: [u8; 32],
         next: [u8; 32],
     ) -> StoreFuture<RotateOutcome>;
-    /// Revokes a family.
-    fn revoke(&self, family: &str) -> StoreFuture<()>;
+    /// Revokes a family: when `presented` is given, only if it is the
+    /// current secret. Returns whether a live family was revoked.
+    fn revoke(&self, family: &str, presented: Option<[u8; 32]>) -> StoreFuture<bool>;
 }
 
 /// A rotated refresh token.
@@ -118,6 +132,7 @@ pub struct RefreshTokens {
     store: Arc<dyn RefreshStore>,
     ttl: Duration,
     clock: Arc<dyn Clock>,
+    revocation: Option<Arc<dyn crate::revocation::RevocationStore>>,
 }
 
 impl fmt::Debug for RefreshTokens {
@@ -145,7 +160,15 @@ impl RefreshTokens {
             store: Arc::new(store),
             ttl: Duration::from_secs(30 * 24 * 3600),
             clock: Arc::new(SystemClock),
+            revocation: None,
         }
+    }
+
+    /// Ends a family on rotation when its subject signed out everywhere
+    /// after the family began (the same store the verifier uses).
+    pub fn revocation(mut self, store: impl crate::revocation::RevocationStore) -> Self {
+        self.revocation = Some(Arc::new(store));
+        self
     }
 
     /// How long a family lives from its first token.
@@ -164,15 +187,12 @@ impl RefreshTokens {
     pub async fn issue(&self, subject: &str) -> Result<String, RefreshError> {
         let family = secret()?;
         let current = secret()?;
-        let expires_at = self
-            .clock
-            .unix_time()
-            .as_secs()
-            .saturating_add(self.ttl.as_secs());
+        let now = self.clock.unix_time().as_secs();
         let record = FamilyRecord {
             subject: subject.to_owned(),
             current: hash(&current),
-            expires_at,
+            expires_at: now.saturating_add(self.ttl.as_secs()),
+            created_at: now,
         };
         self.store.create(&family, record, self.ttl).await?;
         Ok(format!("{PREFIX}{family}.{current}"))
@@ -180,42 +200,78 @@ impl RefreshTokens {
 
     /// Exchanges a refresh token for the next one of its family.
     pub async fn rotate(&self, presented: &str) -> Result<Rotated, RefreshError> {
-        let (family, current) = presented
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split_once('.'))
-            .filter(|(family, secret)| {
-                family.len() == 22 && secret.len() == 22 && !secret.contains('.')
-            })
-            .ok_or(RefreshError::Invalid)?;
+        let (family, current) = parse(presented).ok_or(RefreshError::Invalid)?;
         let next = secret()?;
         match self
             .store
             .rotate(family, hash(current), hash(&next))
             .await?
         {
-            RotateOutcome::Rotated { subject } => Ok(Rotated {
+            RotateOutcome::Rotated {
                 subject,
-                refresh_token: format!("{PREFIX}{family}.{next}"),
-            }),
-            RotateOutcome::Reused => {
+                created_at,
+            } => {
+                if self.signed_out_since(&subject, created_at).await? {
+                    let _ = self.store.revoke(family, None).await;
+                    return Err(RefreshError::Invalid);
+                }
+                Ok(Rotated {
+                    subject,
+                    refresh_token: format!("{PREFIX}{family}.{next}"),
+                })
+            }
+            RotateOutcome::Reused { subject } => {
                 palisade_core::audit::AuditEvent::state_changed("jwt", "refresh_token_reused")
                     .emit();
-                Err(RefreshError::Reused)
+                Err(RefreshError::Reused { subject })
             }
             RotateOutcome::Invalid => Err(RefreshError::Invalid),
         }
     }
 
-    /// Revokes the family of a token (logout).
-    pub async fn revoke(&self, presented: &str) -> Result<(), RefreshError> {
-        let family = presented
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split_once('.'))
-            .map(|(family, _)| family)
-            .ok_or(RefreshError::Invalid)?;
-        self.store.revoke(family).await?;
-        Ok(())
+    async fn signed_out_since(&self, subject: &str, created_at: u64) -> Result<bool, RefreshError> {
+        use crate::revocation::{RevocationCheck, RevocationStatus, TokenIdentity};
+        let Some(store) = &self.revocation else {
+            return Ok(false);
+        };
+        let identity = TokenIdentity {
+            jti: None,
+            subject,
+            issued_at: Some(created_at),
+        };
+        let status = match store.check(&identity) {
+            RevocationCheck::Ready(result) => result,
+            RevocationCheck::Pending(future) => future.await,
+        };
+        match status {
+            Ok(RevocationStatus::SignedOut) => Ok(true),
+            Ok(_) => Ok(false),
+            Err(_) => Err(RefreshError::Unavailable),
+        }
     }
+
+    /// Revokes the family of a token (logout). The token must be the
+    /// family's current one: knowing a family id is not enough.
+    pub async fn revoke(&self, presented: &str) -> Result<(), RefreshError> {
+        let (family, current) = parse(presented).ok_or(RefreshError::Invalid)?;
+        if self.store.revoke(family, Some(hash(current))).await? {
+            Ok(())
+        } else {
+            Err(RefreshError::Invalid)
+        }
+    }
+}
+
+/// `rt_<22 base64url>.<22 base64url>` into family and secret.
+fn parse(presented: &str) -> Option<(&str, &str)> {
+    let (family, secret) = presented.strip_prefix(PREFIX)?.split_once('.')?;
+    let well_formed = |part: &str| {
+        part.len() == 22
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    (well_formed(family) && well_formed(secret)).then_some((family, secret))
 }
 
 #[derive(Debug)]
@@ -298,6 +354,7 @@ impl RefreshStore for MemoryRefreshStore {
                         subject: String::new(),
                         current: [0; 32],
                         expires_at: 0,
+                        created_at: 0,
                     },
                     revoked: true,
                     until: now,
@@ -310,10 +367,13 @@ impl RefreshStore for MemoryRefreshStore {
                         entry.record.current = next;
                         RotateOutcome::Rotated {
                             subject: entry.record.subject.clone(),
+                            created_at: entry.record.created_at,
                         }
                     } else {
                         entry.revoked = true;
-                        RotateOutcome::Reused
+                        RotateOutcome::Reused {
+                            subject: entry.record.subject.clone(),
+                        }
                     }
                 },
             )
@@ -321,24 +381,41 @@ impl RefreshStore for MemoryRefreshStore {
         Box::pin(std::future::ready(Ok(result)))
     }
 
-    fn revoke(&self, family: &str) -> StoreFuture<()> {
+    fn revoke(&self, family: &str, presented: Option<[u8; 32]>) -> StoreFuture<bool> {
         let now = self.clock.now();
-        let _ = self.families.update(
-            family,
-            now,
-            || Family {
-                id: family.into(),
-                record: FamilyRecord {
-                    subject: String::new(),
-                    current: [0; 32],
-                    expires_at: 0,
-                },
-                revoked: true,
-                until: now,
-            },
-            |entry| entry.revoked = true,
-        );
-        Box::pin(std::future::ready(Ok(())))
+        // Only an existing family is touched: a revocation of nothing
+        // leaves nothing behind.
+        let revoked = self.families.get(family, |entry| entry.is_some())
+            && self
+                .families
+                .update(
+                    family,
+                    now,
+                    || Family {
+                        id: "".into(),
+                        record: FamilyRecord {
+                            subject: String::new(),
+                            current: [0; 32],
+                            expires_at: 0,
+                            created_at: 0,
+                        },
+                        revoked: true,
+                        until: now,
+                    },
+                    |entry| {
+                        let live = !entry.revoked && *entry.id == *family && entry.until > now;
+                        let allowed = presented
+                            .is_none_or(|hash| bool::from(entry.record.current.ct_eq(&hash)));
+                        if live && allowed {
+                            entry.revoked = true;
+                            true
+                        } else {
+                            false
+                        }
+                    },
+                )
+                .unwrap_or(false);
+        Box::pin(std::future::ready(Ok(revoked)))
     }
 }
 
@@ -356,7 +433,9 @@ mod tests {
         // The thief replays `second`: the family dies, `third` with it.
         assert_eq!(
             tokens.rotate(&second).await.unwrap_err(),
-            RefreshError::Reused
+            RefreshError::Reused {
+                subject: "u".into()
+            }
         );
         assert_eq!(
             tokens.rotate(&third).await.unwrap_err(),
@@ -365,6 +444,30 @@ mod tests {
         // Another family is untouched.
         let other = tokens.issue("v").await.unwrap();
         assert!(tokens.rotate(&other).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn signing_out_everywhere_ends_refresh_families_begun_before() {
+        use crate::revocation::{MemoryRevocationStore, RevocationStore};
+        let clock = ManualClock::new();
+        let revocation = MemoryRevocationStore::new().with_clock(Arc::new(clock.clone()));
+        let tokens = RefreshTokens::new(MemoryRefreshStore::with_clock(Arc::new(clock.clone())))
+            .clock(clock.clone())
+            .revocation(revocation.clone());
+        let stolen = tokens.issue("u").await.unwrap();
+        clock.advance(Duration::from_secs(10));
+        let now = palisade_core::clock::Clock::unix_time(&clock).as_secs();
+        revocation
+            .revoke_subject("u", now, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(
+            tokens.rotate(&stolen).await.unwrap_err(),
+            RefreshError::Invalid
+        );
+        clock.advance(Duration::from_secs(1));
+        let fresh = tokens.issue("u").await.unwrap();
+        assert!(tokens.rotate(&fresh).await.is_ok());
     }
 
     #[tokio::test]

@@ -85,11 +85,37 @@ impl RemoteOptions {
         self
     }
 
+    /// The largest JWKS or discovery document accepted (default 512 KiB).
+    pub fn max_document_bytes(mut self, bytes: usize) -> Self {
+        self.max_document_bytes = bytes;
+        self
+    }
+
     /// Allows `http://` URLs. Keys fetched in clear text can be replaced by
     /// anyone on the path: for tests on loopback only.
     pub fn allow_insecure_http_for_tests(mut self) -> Self {
         self.allow_http = true;
         self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        // A zero backoff would retry a dead provider in a hot loop.
+        if self.retry_initial < Duration::from_millis(10) {
+            return Err(ConfigError::invalid(
+                "retry_backoff",
+                "must be at least 10 ms",
+            ));
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(ConfigError::invalid("timeout", "must be positive"));
+        }
+        if self.refresh_interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "refresh_interval",
+                "must be at least 1 s",
+            ));
+        }
+        Ok(())
     }
 
     fn check_url(&self, url: &str, field: &'static str) -> Result<(), ConfigError> {
@@ -135,6 +161,7 @@ impl RemoteKeys {
         options: RemoteOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, ConfigError> {
+        options.validate()?;
         options.check_url(&url, "jwks_url")?;
         Self::new(Target::Jwks(url), options, clock)
     }
@@ -144,6 +171,7 @@ impl RemoteKeys {
         options: RemoteOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, ConfigError> {
+        options.validate()?;
         options.check_url(issuer, "issuer")?;
         Self::new(
             Target::Discovery {
@@ -241,7 +269,7 @@ impl RemoteKeys {
             let this = self.clone();
             let runtime = tokio::runtime::Handle::try_current().ok()?;
             runtime.spawn(async move {
-                this.fetch_once().await;
+                this.fetch_once(true).await;
             });
         }
         Some(async move {
@@ -249,9 +277,10 @@ impl RemoteKeys {
         })
     }
 
-    /// Fetches once unless a fetch is running; returns the `max-age` the
-    /// server gave, or the error.
-    async fn fetch_once(&self) -> Option<Result<Option<Duration>, String>> {
+    /// Fetches once unless a fetch is running (or, for a fetch caused by an
+    /// unknown `kid`, unless one started within the minimum interval);
+    /// returns the `max-age` the server gave, or the error.
+    async fn fetch_once(&self, on_unknown_kid: bool) -> Option<Result<Option<Duration>, String>> {
         if self
             .fetching
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
@@ -259,10 +288,15 @@ impl RemoteKeys {
         {
             return None;
         }
-        self.last_fetch.store(
-            self.clock.now().as_u64().saturating_add(1),
-            Ordering::Release,
-        );
+        let now = self.clock.now().as_u64().saturating_add(1);
+        let last = self.last_fetch.load(Ordering::Acquire);
+        let min = u64::try_from(self.options.min_refresh_interval.as_nanos()).unwrap_or(u64::MAX);
+        if on_unknown_kid && last != 0 && now.saturating_sub(last) < min {
+            self.fetching.store(false, Ordering::Release);
+            self.updates.send_modify(|version| *version += 1);
+            return None;
+        }
+        self.last_fetch.store(now, Ordering::Release);
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let result = self.fetch().await;
         match &result {
@@ -398,14 +432,28 @@ pub(crate) fn max_age(cache_control: &str) -> Option<Duration> {
     age
 }
 
+/// Marks the refresh task stopped when it ends, including when its runtime
+/// shuts down and drops it, so the next request on a live runtime starts a
+/// new one.
+struct Running(Weak<RemoteKeys>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(remote) = self.0.upgrade() {
+            remote.started.store(false, Ordering::Release);
+        }
+    }
+}
+
 async fn refresh_loop(remote: Weak<RemoteKeys>) {
+    let _running = Running(remote.clone());
     let mut backoff = None::<Duration>;
     loop {
         let Some(this) = remote.upgrade() else { return };
         let options = this.options.clone();
-        let wait = match this.fetch_once().await {
-            // Another fetch was running: look again after the minimum interval.
-            None => options.min_refresh_interval,
+        let wait = match this.fetch_once(false).await {
+            // Another fetch was running: look again shortly.
+            None => options.min_refresh_interval.max(Duration::from_millis(100)),
             Some(Ok(max_age)) => {
                 backoff = None;
                 max_age.unwrap_or(options.refresh_interval).clamp(

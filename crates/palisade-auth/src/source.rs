@@ -26,6 +26,7 @@ use crate::failure::AuthFailure;
 pub struct TokenSources {
     bearer: bool,
     cookie: Option<String>,
+    cookie_origins: Vec<String>,
     websocket_protocol: Option<String>,
     websocket_query: Option<String>,
 }
@@ -36,6 +37,7 @@ impl Default for TokenSources {
         Self {
             bearer: true,
             cookie: None,
+            cookie_origins: Vec::new(),
             websocket_protocol: None,
             websocket_query: None,
         }
@@ -72,9 +74,26 @@ impl TokenSources {
         self
     }
 
-    /// Reads the cookie of this name.
+    /// Reads the cookie of this name. Browsers send cookies with
+    /// requests other sites start, so a cookie credential on a WebSocket
+    /// handshake or an unsafe method (POST, PUT, PATCH, DELETE) is refused
+    /// when the request's `Origin` is not one of
+    /// [`cookie_origins`](Self::cookie_origins) (none by default). Requests
+    /// without `Origin` (not from a browser) are not affected. Prefer a
+    /// `__Host-` cookie name: no sibling subdomain can set it.
     pub fn cookie(mut self, name: impl Into<String>) -> Self {
         self.cookie = Some(name.into());
+        self
+    }
+
+    /// The origins (`https://app.example.com`) whose pages may use the
+    /// cookie credential on WebSocket handshakes and unsafe methods.
+    pub fn cookie_origins<I, T>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.cookie_origins = origins.into_iter().map(Into::into).collect();
         self
     }
 
@@ -111,6 +130,7 @@ impl TokenSources {
             if let Some(name) = &self.cookie
                 && let Some(token) = cookie(headers, name)?
             {
+                self.check_cookie_origin(request)?;
                 take(Cow::Borrowed(token), Origin::Cookie)?;
             }
             if is_websocket_upgrade(request) {
@@ -133,6 +153,34 @@ impl TokenSources {
                 Some((token, origin)) => Found::Token(token, origin),
                 None => Found::Nothing,
             },
+        }
+    }
+
+    /// Cross-site request forgery and WebSocket hijacking: a browser sends
+    /// the cookie with requests any page starts, and says which page in
+    /// `Origin`.
+    fn check_cookie_origin<B>(&self, request: &Request<B>) -> Result<(), AuthFailure> {
+        let unsafe_method = !matches!(
+            *request.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        if !unsafe_method && !is_websocket_upgrade(request) {
+            return Ok(());
+        }
+        match request.headers().get(http::header::ORIGIN) {
+            None => Ok(()),
+            Some(origin) => {
+                let allowed = origin.to_str().is_ok_and(|origin| {
+                    self.cookie_origins
+                        .iter()
+                        .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+                });
+                if allowed {
+                    Ok(())
+                } else {
+                    Err(AuthFailure::OriginNotAllowed)
+                }
+            }
         }
     }
 
@@ -200,36 +248,45 @@ fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, AuthFailure> {
 }
 
 fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Result<Option<&'a str>, AuthFailure> {
+    // Other cookies may hold any bytes (a sibling app's UTF-8): only ours
+    // must be readable.
     let mut found = None;
     for value in headers.get_all(COOKIE) {
-        let Ok(value) = value.to_str() else {
-            return Err(AuthFailure::MalformedRequest);
-        };
-        for pair in value.split(';') {
-            let Some((key, token)) = pair.trim().split_once('=') else {
+        for pair in value.as_bytes().split(|b| *b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
                 continue;
             };
-            if key == name {
-                if found.is_some() {
-                    return Err(AuthFailure::MultipleCredentials);
-                }
-                found = Some(token.trim_matches('"'));
+            if &pair[..eq] != name.as_bytes() {
+                continue;
             }
+            if found.is_some() {
+                return Err(AuthFailure::MultipleCredentials);
+            }
+            let token =
+                std::str::from_utf8(&pair[eq + 1..]).map_err(|_| AuthFailure::MalformedRequest)?;
+            found = Some(token.trim_matches('"'));
         }
     }
     Ok(found.filter(|token| !token.is_empty()))
 }
 
+/// An HTTP/1.1 WebSocket handshake: `GET` with `Connection: upgrade` and
+/// `Upgrade: websocket`. (HTTP/2 extended CONNECT handshakes carry no
+/// `Upgrade` header; their credentials must come in `Authorization`.)
 fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get(UPGRADE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(',')
-                .any(|protocol| protocol.trim().eq_ignore_ascii_case("websocket"))
+    let has = |name: http::header::HeaderName, token: &str| {
+        request.headers().get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|value| {
+                value
+                    .split(',')
+                    .any(|item| item.trim().eq_ignore_ascii_case(token))
+            })
         })
+    };
+    request.method() == http::Method::GET
+        && has(http::header::CONNECTION, "upgrade")
+        && has(UPGRADE, "websocket")
 }
 
 fn protocol_token(headers: &http::HeaderMap, prefix: &str) -> Result<Option<String>, AuthFailure> {
@@ -346,6 +403,46 @@ mod tests {
     }
 
     #[test]
+    fn other_cookies_may_hold_any_bytes_and_cross_site_unsafe_uses_are_refused() {
+        let sources = TokenSources::default()
+            .cookie("session")
+            .cookie_origins(["https://app.example"]);
+        let request = Request::builder()
+            .header(
+                "cookie",
+                HeaderValue::from_bytes(b"name=Jos\xc3\xa9; session=x.y.z").unwrap(),
+            )
+            .body(())
+            .unwrap();
+        assert_eq!(
+            find(&sources, &request),
+            Ok(Some(("x.y.z".into(), Origin::Cookie)))
+        );
+        let forged = Request::builder()
+            .method("POST")
+            .header("cookie", "session=x.y.z")
+            .header("origin", "https://evil.example")
+            .body(())
+            .unwrap();
+        assert_eq!(find(&sources, &forged), Err(AuthFailure::OriginNotAllowed));
+        let own = Request::builder()
+            .method("POST")
+            .header("cookie", "session=x.y.z")
+            .header("origin", "https://app.example")
+            .body(())
+            .unwrap();
+        assert!(find(&sources, &own).is_ok());
+        let hijack = Request::builder()
+            .header("cookie", "session=x.y.z")
+            .header("origin", "https://evil.example")
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .body(())
+            .unwrap();
+        assert_eq!(find(&sources, &hijack), Err(AuthFailure::OriginNotAllowed));
+    }
+
+    #[test]
     fn cookie_and_header_together_are_refused() {
         let sources = TokenSources::default().cookie("session");
         let request = Request::builder()
@@ -376,6 +473,7 @@ mod tests {
         let mut request = Request::builder()
             .uri("/ws?room=1&access_token=q.r.s&x=2")
             .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
             .header(
                 "sec-websocket-protocol",
                 format!("chat.v1, base64url.bearer.{encoded}"),

@@ -8,11 +8,15 @@
 //!
 //! ```
 //! use palisade_auth::ticket::{MemoryTicketStore, WsTickets};
-//! use palisade_core::principal::Principal;
+//! use palisade_core::principal::{AuthMethod, Principal};
 //!
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let tickets = WsTickets::new(MemoryTicketStore::new());
-//! let ticket = tickets.mint(&Principal::builder("user-42").roles(["viewer"]).build()).await.unwrap();
+//! let principal = Principal::builder("user-42")
+//!     .roles(["viewer"])
+//!     .method(AuthMethod::Jwt { issuer: "https://id.example.com".into(), kid: None })
+//!     .build();
+//! let ticket = tickets.mint(&principal).await.unwrap();
 //! let principal = tickets.redeem(&ticket).await.unwrap();
 //! assert_eq!(principal.subject(), "user-42");
 //! assert!(tickets.redeem(&ticket).await.is_err(), "single use");
@@ -30,7 +34,66 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::failure::AuthFailure;
-use crate::revocation::{RevocationError as StoreError, StoreFuture};
+use crate::revocation::{
+    RevocationCheck, RevocationError as StoreError, RevocationStatus, RevocationStore, StoreFuture,
+    TokenIdentity,
+};
+
+/// How the principal behind a ticket authenticated, kept across the
+/// redemption.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TicketMethod {
+    /// A JWT of this issuer.
+    Jwt {
+        /// The issuer.
+        issuer: String,
+        /// The key id.
+        kid: Option<String>,
+    },
+    /// An API key.
+    ApiKey {
+        /// The key's id.
+        id: String,
+    },
+    /// A client certificate.
+    Mtls {
+        /// The SPIFFE id.
+        spiffe_id: Option<String>,
+        /// The certificate subject.
+        subject: String,
+    },
+    /// Development mode.
+    Development,
+}
+
+impl TicketMethod {
+    fn of(method: &AuthMethod) -> Option<Self> {
+        Some(match method {
+            AuthMethod::Jwt { issuer, kid } => TicketMethod::Jwt {
+                issuer: issuer.clone(),
+                kid: kid.clone(),
+            },
+            AuthMethod::ApiKey { id } => TicketMethod::ApiKey { id: id.clone() },
+            AuthMethod::Mtls { spiffe_id, subject } => TicketMethod::Mtls {
+                spiffe_id: spiffe_id.clone(),
+                subject: subject.clone(),
+            },
+            AuthMethod::Development => TicketMethod::Development,
+            _ => return None,
+        })
+    }
+
+    fn into_method(self) -> AuthMethod {
+        match self {
+            TicketMethod::Jwt { issuer, kid } => AuthMethod::Jwt { issuer, kid },
+            TicketMethod::ApiKey { id } => AuthMethod::ApiKey { id },
+            TicketMethod::Mtls { spiffe_id, subject } => AuthMethod::Mtls { spiffe_id, subject },
+            TicketMethod::Development => AuthMethod::Development,
+        }
+    }
+}
 
 /// What a ticket carries: the principal's identity, never its token.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -46,24 +109,34 @@ pub struct TicketPrincipal {
     /// When the credential that minted the ticket expires (seconds since the
     /// epoch): the socket should close then.
     pub expires_at: Option<u64>,
+    /// How the principal authenticated.
+    pub method: TicketMethod,
+    /// The minting token's `jti`, for revocation checks on redemption.
+    pub jti: Option<String>,
+    /// The minting token's `iat`, for "sign out everywhere" checks.
+    pub issued_at: Option<u64>,
 }
 
 impl TicketPrincipal {
-    fn of(principal: &Principal) -> Self {
-        Self {
+    fn of(principal: &Principal) -> Option<Self> {
+        let claim = |name: &str| principal.claims().and_then(|claims| claims.get(name));
+        Some(Self {
+            method: TicketMethod::of(principal.method())?,
+            jti: claim("jti").and_then(|v| v.as_str()).map(str::to_owned),
+            issued_at: claim("iat").and_then(serde_json::Value::as_u64),
             subject: principal.subject().to_owned(),
             tenant: principal.tenant().map(str::to_owned),
             roles: principal.roles().to_vec(),
             scopes: principal.scopes().to_vec(),
             expires_at: principal.expires_at().map(|at| at.as_secs()),
-        }
+        })
     }
 
-    fn into_principal(self, method: AuthMethod) -> Principal {
+    fn into_principal(self) -> Principal {
         let mut builder = Principal::builder(self.subject)
             .roles(self.roles)
             .scopes(self.scopes)
-            .method(method);
+            .method(self.method.into_method());
         if let Some(tenant) = self.tenant {
             builder = builder.tenant(tenant);
         }
@@ -82,11 +155,28 @@ pub trait TicketStore: Send + Sync + 'static {
     fn take(&self, hash: [u8; 32]) -> StoreFuture<Option<TicketPrincipal>>;
 }
 
+/// Why a ticket could not be minted.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TicketError {
+    /// Tickets are for authenticated principals only.
+    #[error("an anonymous principal cannot mint a ticket")]
+    Anonymous,
+    /// The principal's credential has expired.
+    #[error("the credential has expired")]
+    Expired,
+    /// The store could not record it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Mints and redeems WebSocket tickets.
 #[derive(Clone)]
 pub struct WsTickets {
     store: Arc<dyn TicketStore>,
     ttl: Duration,
+    clock: Arc<dyn Clock>,
+    revocation: Option<Arc<dyn RevocationStore>>,
 }
 
 impl fmt::Debug for WsTickets {
@@ -107,7 +197,22 @@ impl WsTickets {
         Self {
             store: Arc::new(store),
             ttl: Duration::from_secs(30),
+            clock: Arc::new(SystemClock),
+            revocation: None,
         }
+    }
+
+    /// Checks the minting token's revocation again on redemption, so a
+    /// ticket minted just before a logout does not outlive it.
+    pub fn revocation(mut self, store: impl RevocationStore) -> Self {
+        self.revocation = Some(Arc::new(store));
+        self
+    }
+
+    /// The clock (tests).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// How long a ticket waits to be redeemed.
@@ -116,13 +221,26 @@ impl WsTickets {
         self
     }
 
-    /// A ticket for `principal`.
-    pub async fn mint(&self, principal: &Principal) -> Result<String, StoreError> {
+    /// A ticket for `principal`, valid for the ticket lifetime or what is
+    /// left of the principal's credential, whichever is shorter.
+    pub async fn mint(&self, principal: &Principal) -> Result<String, TicketError> {
+        if principal.is_anonymous() {
+            return Err(TicketError::Anonymous);
+        }
+        let carried = TicketPrincipal::of(principal).ok_or(TicketError::Anonymous)?;
+        let ttl = match principal.expires_at() {
+            Some(expires_at) => {
+                let left = expires_at.saturating_sub(self.clock.unix_time());
+                if left < Duration::from_secs(1) {
+                    return Err(TicketError::Expired);
+                }
+                self.ttl.min(left)
+            }
+            None => self.ttl,
+        };
         let ticket = crate::issue::random_id()
             .map_err(|_| StoreError::Unavailable("the OS random source failed".into()))?;
-        self.store
-            .put(hash(&ticket), TicketPrincipal::of(principal), self.ttl)
-            .await?;
+        self.store.put(hash(&ticket), carried, ttl).await?;
         Ok(ticket)
     }
 
@@ -132,14 +250,35 @@ impl WsTickets {
         if ticket.len() != 22 {
             return Err(AuthFailure::InvalidTicket);
         }
-        match self.store.take(hash(ticket)).await {
-            Ok(Some(principal)) => Ok(principal.into_principal(AuthMethod::Jwt {
-                issuer: "ws-ticket".to_owned(),
-                kid: None,
-            })),
-            Ok(None) => Err(AuthFailure::InvalidTicket),
-            Err(_) => Err(AuthFailure::RevocationUnavailable),
+        let carried = match self.store.take(hash(ticket)).await {
+            Ok(Some(carried)) => carried,
+            Ok(None) => return Err(AuthFailure::InvalidTicket),
+            Err(_) => return Err(AuthFailure::RevocationUnavailable),
+        };
+        if carried
+            .expires_at
+            .is_some_and(|at| at <= self.clock.unix_time().as_secs())
+        {
+            return Err(AuthFailure::InvalidTicket);
         }
+        if let Some(store) = &self.revocation {
+            let identity = TokenIdentity {
+                jti: carried.jti.as_deref(),
+                subject: &carried.subject,
+                issued_at: carried.issued_at,
+            };
+            let status = match store.check(&identity) {
+                RevocationCheck::Ready(result) => result,
+                RevocationCheck::Pending(future) => future.await,
+            };
+            match status {
+                Ok(RevocationStatus::Valid) => {}
+                Ok(RevocationStatus::Revoked) => return Err(AuthFailure::Revoked),
+                Ok(RevocationStatus::SignedOut) => return Err(AuthFailure::SignedOut),
+                Err(_) => return Err(AuthFailure::RevocationUnavailable),
+            }
+        }
+        Ok(carried.into_principal())
     }
 }
 
@@ -227,15 +366,39 @@ mod tests {
             .tenant("t")
             .roles(["r"])
             .scopes(["s"])
+            .method(AuthMethod::ApiKey { id: "k1".into() })
             .build();
         let ticket = tickets.mint(&principal).await.unwrap();
         let redeemed = tickets.redeem(&ticket).await.unwrap();
         assert_eq!((redeemed.subject(), redeemed.tenant()), ("u", Some("t")));
         assert_eq!(redeemed.roles(), ["r"]);
+        assert_eq!(redeemed.api_key_id(), Some("k1"));
+        assert!(matches!(
+            tickets.mint(&Principal::anonymous()).await,
+            Err(TicketError::Anonymous)
+        ));
         assert_eq!(
             tickets.redeem(&ticket).await,
             Err(AuthFailure::InvalidTicket)
         );
+
+        // A credential that ends in 10 s makes a ticket of 10 s, and an
+        // expired one none at all.
+        let short = Principal::builder("u")
+            .method(AuthMethod::ApiKey { id: "k1".into() })
+            .expires_at(palisade_core::clock::Clock::unix_time(&clock) + Duration::from_secs(10))
+            .build();
+        let tickets = tickets.clock(clock.clone());
+        let brief = tickets.mint(&short).await.unwrap();
+        clock.advance(Duration::from_secs(11));
+        assert_eq!(
+            tickets.redeem(&brief).await,
+            Err(AuthFailure::InvalidTicket)
+        );
+        assert!(matches!(
+            tickets.mint(&short).await,
+            Err(TicketError::Expired)
+        ));
 
         let late = tickets.mint(&principal).await.unwrap();
         clock.advance(Duration::from_secs(31));

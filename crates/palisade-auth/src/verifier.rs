@@ -3,7 +3,11 @@
 //! signature, the issuer's rules, then the cache and revocation.
 //!
 //! It is what [`JwtAuthLayer`](crate::JwtAuthLayer) runs per request, and
-//! can be used alone (a WebSocket handshake, a gRPC interceptor):
+//! can be used alone (a WebSocket handshake, a handler). With static keys
+//! and in-memory revocation [`JwtVerifier::verify_token`] answers at once;
+//! remote keys or a Redis revocation store may need
+//! [`JwtVerifier::verify`] (async), so a synchronous tonic interceptor is
+//! the wrong place for it: use the layer.
 //!
 //! ```
 //! use palisade_auth::{Issuer, JwtVerifier};
@@ -109,6 +113,7 @@ struct IssuerState {
     index: u32,
     name: Arc<str>,
     rules: Rules,
+    mapping: Option<ClaimMapping>,
     keys: Keys,
 }
 
@@ -130,6 +135,7 @@ struct Inner {
     mapping: ClaimMapping,
     max_token_bytes: usize,
     max_kid_len: usize,
+    max_header_b64: usize,
     cache: Option<TokenCache>,
     revocation: Option<Arc<dyn RevocationStore>>,
     revocation_failure: RevocationFailure,
@@ -289,6 +295,7 @@ impl JwtVerifierBuilder {
                 index: u32::try_from(index).unwrap_or(u32::MAX),
                 name: issuer.name,
                 rules: issuer.rules,
+                mapping: issuer.mapping,
                 keys,
             }));
         }
@@ -304,6 +311,13 @@ impl JwtVerifierBuilder {
                 mapping: self.mapping,
                 max_token_bytes: self.max_token_bytes,
                 max_kid_len: self.max_kid_len,
+                // A header is a few fields; room for the longest kid, in
+                // base64, and 1 KiB for the rest.
+                max_header_b64: self
+                    .max_kid_len
+                    .saturating_mul(4)
+                    .div_ceil(3)
+                    .saturating_add(1024),
                 cache,
                 revocation: self.revocation,
                 revocation_failure: self.revocation_failure,
@@ -463,7 +477,7 @@ impl JwtVerifier {
         }
         // A header is a few fields; a long one can only carry a long kid or
         // junk, and is refused before it is decoded.
-        if header_b64.len() > 1024 + inner.max_kid_len * 4 / 3 {
+        if header_b64.len() > inner.max_header_b64 {
             return Step::Failed(AuthFailure::KidTooLong);
         }
         let Ok(header_json) = URL_SAFE_NO_PAD.decode(header_b64) else {
@@ -556,7 +570,10 @@ impl JwtVerifier {
         };
         let jti = claims::jti(&claims).map(Arc::<str>::from);
         let issued_at = claims::registered(&claims).ok().and_then(|r| r.iat);
-        let principal = match inner.mapping.principal(claims, &issuer.name, kid, exp) {
+        let mapping = issuer.mapping.as_ref().unwrap_or(&inner.mapping);
+        // The key's id, not the token's: a key without an id may have
+        // served a token naming any kid.
+        let principal = match mapping.principal(claims, &issuer.name, key.kid(), exp) {
             Ok(principal) => principal,
             Err(failure) => return Step::Failed(failure),
         };
@@ -567,8 +584,17 @@ impl JwtVerifier {
         };
         if let (Some(cache), Some(digest)) = (&inner.cache, digest) {
             // Remembered until `exp`, never into the leeway.
-            if exp > unix_now {
-                let deadline = now.saturating_add(Duration::from_secs(exp - unix_now));
+            // Never past `exp`, nor past the moment `max_age` would refuse
+            // the token: a hit does not run the issuer's rules again.
+            let mut until = exp;
+            if let (Some(max_age), Some(iat)) = (issuer.rules.max_age, issued_at) {
+                until = until.min(
+                    iat.saturating_add(max_age)
+                        .saturating_add(issuer.rules.leeway),
+                );
+            }
+            if until > unix_now {
+                let deadline = now.saturating_add(Duration::from_secs(until - unix_now));
                 cache.insert(digest, now, deadline, issuer.index, generation, &verified);
             }
         }

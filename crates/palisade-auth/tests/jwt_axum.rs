@@ -227,7 +227,8 @@ async fn every_forged_or_broken_token_is_refused_with_the_same_401() {
         ],
     )
     .await;
-    assert_eq!(two.status(), StatusCode::UNAUTHORIZED);
+    // RFC 6750 §3.1: a malformed request is 400, with the challenge.
+    assert_eq!(two.status(), StatusCode::BAD_REQUEST);
     assert!(
         two.headers()["www-authenticate"]
             .to_str()
@@ -235,7 +236,7 @@ async fn every_forged_or_broken_token_is_refused_with_the_same_401() {
             .contains("invalid_request")
     );
     let bytes = http_get(addr, "/me", &[("authorization", b"Bearer \xc3\x28\xff")]).await;
-    assert_eq!(bytes.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(bytes.status(), StatusCode::BAD_REQUEST);
     assert!(
         bytes.headers()["www-authenticate"]
             .to_str()
@@ -415,7 +416,7 @@ async fn cookie_tokens_and_typed_claims_reach_handlers() {
         ],
     )
     .await;
-    assert_eq!(both.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(both.status(), StatusCode::BAD_REQUEST);
     // A token without the claim the handler needs.
     let plain = f.issuer.mint("u1").sign().unwrap().token;
     let response = http_get(
@@ -424,5 +425,59 @@ async fn cookie_tokens_and_typed_claims_reach_handlers() {
         &[("cookie", format!("session={plain}").as_bytes())],
     )
     .await;
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_cached_token_is_refused_once_it_passes_max_age() {
+    init();
+    let clock = clock_now();
+    let issuer = issuer_with(rsa_key("k"), ISSUER, AUDIENCE, &clock);
+    let verifier = JwtVerifier::builder()
+        .issuer(issuer.verifying_issuer().max_age(Duration::from_secs(300)))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let token = issuer
+        .mint("u")
+        .ttl(Duration::from_secs(3600))
+        .sign()
+        .unwrap()
+        .token;
+    assert!(verifier.verify(&token).await.is_ok());
+    assert!(verifier.verify(&token).await.is_ok());
+    assert_eq!(verifier.stats().cache_hits, 1);
+    clock.advance(Duration::from_secs(300 + 61));
+    assert_eq!(verifier.verify(&token).await, Err(AuthFailure::TooOld));
+}
+
+#[tokio::test]
+async fn a_prebuilt_verifier_with_verifier_options_is_refused_and_optional_keeps_a_principal() {
+    let f = fixture();
+    let mixed = JwtAuthLayer::builder()
+        .verifier(f.verifier.clone())
+        .revocation(MemoryRevocationStore::new())
+        .build();
+    assert!(
+        mixed.is_err(),
+        "the revocation store would be silently dropped"
+    );
+
+    // An earlier layer authenticated the caller: optional JWT leaves it.
+    let earlier = Principal::builder("svc")
+        .method(palisade_core::principal::AuthMethod::ApiKey { id: "k1".into() })
+        .build();
+    let app = Router::new()
+        .route("/me", get(whoami))
+        .layer(
+            JwtAuthLayer::builder()
+                .verifier(f.verifier.clone())
+                .optional()
+                .build()
+                .unwrap(),
+        )
+        .layer(axum::Extension(earlier));
+    let addr = spawn_axum(app).await;
+    let response = http_get(addr, "/me", &[]).await;
+    assert_eq!(response.body(), "svc|");
 }

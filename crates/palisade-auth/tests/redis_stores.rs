@@ -67,6 +67,11 @@ async fn a_revocation_on_one_instance_is_seen_by_the_other_at_once() {
         .await
         .unwrap();
     assert_eq!(b.verify(&other.token).await, Err(AuthFailure::SignedOut));
+    let stored: String = connection(&server)
+        .query(redis::cmd("GET").arg("pal:signout:{u2}"))
+        .await
+        .unwrap();
+    assert_eq!(stored, (now + 1).to_string(), "kept as integer text");
     let ttl = server.command(&["PTTL", "pal:signout:{u2}"]).unwrap();
     let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
     assert!(ttl > 3_000_000, "{ttl}");
@@ -134,7 +139,12 @@ async fn refresh_reuse_on_another_instance_revokes_the_family() {
     let second = b.rotate(&first).await.unwrap();
     assert_eq!(second.subject, "u1");
     let third = a.rotate(&second.refresh_token).await.unwrap();
-    assert_eq!(b.rotate(&first).await.unwrap_err(), RefreshError::Reused);
+    assert_eq!(
+        b.rotate(&first).await.unwrap_err(),
+        RefreshError::Reused {
+            subject: "u1".into()
+        }
+    );
     assert_eq!(
         a.rotate(&third.refresh_token).await.unwrap_err(),
         RefreshError::Invalid
@@ -153,6 +163,19 @@ async fn refresh_reuse_on_another_instance_revokes_the_family() {
         "{stored:?}"
     );
     assert!(stored.contains(&"1".to_owned()), "revoked: {stored:?}");
+
+    // Revoking a family that does not exist leaves no key behind, and a
+    // family is revoked only with its current token.
+    let unknown = "rt_AAAAAAAAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBBB";
+    assert_eq!(a.revoke(unknown).await.unwrap_err(), RefreshError::Invalid);
+    let keys: Vec<String> = raw.query(redis::cmd("KEYS").arg("pal:rt:*")).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let live = a.issue("u2").await.unwrap();
+    let (family, _) = live.split_once('.').unwrap();
+    let guessed = format!("{family}.CCCCCCCCCCCCCCCCCCCCCC");
+    assert_eq!(b.revoke(&guessed).await.unwrap_err(), RefreshError::Invalid);
+    b.revoke(&live).await.unwrap();
+    assert_eq!(a.rotate(&live).await.unwrap_err(), RefreshError::Invalid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,6 +188,10 @@ async fn a_ticket_works_once_across_instances_and_expires() {
     let principal = Principal::builder("u1")
         .tenant("acme")
         .roles(["viewer"])
+        .method(palisade_core::principal::AuthMethod::Jwt {
+            issuer: ISSUER.into(),
+            kid: None,
+        })
         .build();
     let ticket = a.mint(&principal).await.unwrap();
     let redeemed = b.redeem(&ticket).await.unwrap();

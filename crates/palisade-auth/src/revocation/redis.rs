@@ -10,17 +10,24 @@ use super::{
     TokenIdentity, subject_status,
 };
 
-/// Keeps the later of two "not before" times and the longer retention.
+/// Keeps the later of two "not before" times (written back as the integer
+/// text it came as, never as a Lua float) and the longer retention.
 const SIGN_OUT: &str = r"
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local not_before = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 local ttl = tonumber(ARGV[2])
 local remaining = redis.call('PTTL', KEYS[1])
 if remaining > ttl then ttl = remaining end
-if current > not_before then not_before = current end
-redis.call('SET', KEYS[1], not_before, 'PX', ttl)
+if current > tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+end
 return 1
 ";
+
+/// Sign-out times past this (year 2255) are refused: Lua compares them as
+/// doubles, exact only below 2^53.
+const MAX_NOT_BEFORE: u64 = 1 << 33;
 
 /// Revocations in Redis. Keys: `{prefix}:jti:{<jti>}` with the token's
 /// remaining lifetime as TTL, and `{prefix}:signout:{<subject>}` holding the
@@ -72,14 +79,19 @@ impl RevocationStore for RedisRevocationStore {
         let connection = self.connection.clone();
         let issued_at = token.issued_at;
         RevocationCheck::Pending(Box::pin(async move {
-            let (revoked, not_before): (u8, Option<u64>) = connection
+            let (revoked, not_before): (u8, Option<String>) = connection
                 .query_pipeline(&pipeline)
                 .await
                 .map_err(unavailable)?;
             if revoked > 0 {
                 return Ok(RevocationStatus::Revoked);
             }
-            Ok(subject_status(not_before, issued_at))
+            match not_before.map(|text| text.parse::<u64>()) {
+                None => Ok(RevocationStatus::Valid),
+                Some(Ok(not_before)) => Ok(subject_status(Some(not_before), issued_at)),
+                // A sign-out record we cannot read still means signed out.
+                Some(Err(_)) => Ok(RevocationStatus::SignedOut),
+            }
         }))
     }
 
@@ -98,6 +110,11 @@ impl RevocationStore for RedisRevocationStore {
     }
 
     fn revoke_subject(&self, subject: &str, not_before: u64, retain: Duration) -> StoreFuture<()> {
+        if not_before > MAX_NOT_BEFORE {
+            return Box::pin(std::future::ready(Err(RevocationError::Unavailable(
+                "a sign-out time past 2^33 seconds cannot be stored".into(),
+            ))));
+        }
         let key = self.names.key("signout", subject);
         let connection = self.connection.clone();
         let script = self.sign_out.clone();
