@@ -290,7 +290,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
-        shared.verifier.ensure_started();
+        shared.verifier.ensure_refreshing();
         let (verification, origin) = match shared.sources.find(&request) {
             Found::Token(token, origin) => (shared.verifier.verify_token(&token), origin),
             Found::Nothing if shared.optional => {

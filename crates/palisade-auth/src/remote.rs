@@ -246,7 +246,14 @@ impl RemoteKeys {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            runtime.spawn(refresh_loop(Arc::downgrade(self)));
+            // The guard is part of the task from the start, so even a task
+            // dropped before its first poll marks the refresher stopped.
+            let running = Running(Arc::downgrade(self));
+            let remote = Arc::downgrade(self);
+            runtime.spawn(async move {
+                let _running = running;
+                refresh_loop(remote).await;
+            });
         }
     }
 
@@ -291,9 +298,10 @@ impl RemoteKeys {
         let now = self.clock.now().as_u64().saturating_add(1);
         let last = self.last_fetch.load(Ordering::Acquire);
         let min = u64::try_from(self.options.min_refresh_interval.as_nanos()).unwrap_or(u64::MAX);
+        // From here the flag is cleared and waiters woken however this ends,
+        // even when the task is dropped mid-fetch (its runtime shut down).
+        let _done = FetchDone(self);
         if on_unknown_kid && last != 0 && now.saturating_sub(last) < min {
-            self.fetching.store(false, Ordering::Release);
-            self.updates.send_modify(|version| *version += 1);
             return None;
         }
         self.last_fetch.store(now, Ordering::Release);
@@ -305,8 +313,6 @@ impl RemoteKeys {
                 tracing::warn!(target: palisade_core::audit::TARGET, %error, "fetching remote keys failed; keeping the last good keys");
             }
         }
-        self.fetching.store(false, Ordering::Release);
-        self.updates.send_modify(|version| *version += 1);
         Some(result.map(|(_, max_age)| max_age))
     }
 
@@ -432,6 +438,16 @@ pub(crate) fn max_age(cache_control: &str) -> Option<Duration> {
     age
 }
 
+/// Ends a fetch: clears the flag and wakes the requests waiting for it.
+struct FetchDone<'a>(&'a RemoteKeys);
+
+impl Drop for FetchDone<'_> {
+    fn drop(&mut self) {
+        self.0.fetching.store(false, Ordering::Release);
+        self.0.updates.send_modify(|version| *version += 1);
+    }
+}
+
 /// Marks the refresh task stopped when it ends, including when its runtime
 /// shuts down and drops it, so the next request on a live runtime starts a
 /// new one.
@@ -446,7 +462,6 @@ impl Drop for Running {
 }
 
 async fn refresh_loop(remote: Weak<RemoteKeys>) {
-    let _running = Running(remote.clone());
     let mut backoff = None::<Duration>;
     loop {
         let Some(this) = remote.upgrade() else { return };

@@ -440,10 +440,12 @@ impl JwtVerifier {
         &self.inner.clock
     }
 
-    /// Starts remote key refresh tasks if the verifier was built outside a
-    /// tokio runtime. Layers call it on each request; it costs one load.
+    /// Starts remote key refresh tasks if none runs (the verifier was built
+    /// outside a tokio runtime, or in one that has ended). The layer calls
+    /// it on each request (one atomic load); call it yourself when using
+    /// the verifier without the layer.
     #[inline]
-    pub(crate) fn ensure_started(&self) {
+    pub fn ensure_refreshing(&self) {
         #[cfg(feature = "remote")]
         for issuer in &self.inner.issuers {
             if let Keys::Remote(remote) = &issuer.keys {

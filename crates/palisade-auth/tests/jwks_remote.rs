@@ -384,3 +384,62 @@ async fn cache_control_max_age_sets_the_refresh_interval() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn a_verifier_built_in_a_runtime_that_ended_refreshes_in_the_next_one() {
+    init();
+    let key = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid("k");
+    let token = token_issuer(key.clone(), ISSUER)
+        .mint("u")
+        .sign()
+        .unwrap()
+        .token;
+    let serving = tokio::runtime::Runtime::new().unwrap();
+    let provider = Arc::new(Provider::default());
+    *provider.jwks.lock().unwrap() = jwks_of(&[&key]);
+    let addr = serving.block_on(async {
+        serve(
+            provider.clone(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await
+    });
+    // Built inside a short-lived runtime (a config loader, a test helper)
+    // that ends before the keys could load.
+    let verifier = {
+        let short = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        short.block_on(async {
+            remote_verifier(format!("http://{addr}/jwks"), ISSUER, fast_options())
+        })
+    };
+    let app = tokio::runtime::Runtime::new().unwrap();
+    let result = app.block_on(async {
+        // The layer calls this on every request.
+        let layer = palisade_auth::JwtAuthLayer::new(verifier.clone());
+        let _ = layer;
+        verify_when_loaded_started(&verifier, &token).await
+    });
+    assert_eq!(result.unwrap().subject(), "u");
+}
+
+async fn verify_when_loaded_started(
+    verifier: &JwtVerifier,
+    token: &str,
+) -> Result<palisade_core::principal::Principal, AuthFailure> {
+    let start = Instant::now();
+    loop {
+        // What each request through the layer does first.
+        verifier.ensure_refreshing();
+        match verifier.verify(token).await {
+            Err(AuthFailure::KeysUnavailable) if start.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
