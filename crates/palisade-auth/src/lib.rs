@@ -57,6 +57,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod authorize;
 mod cache;
 pub mod claims;
 #[cfg(feature = "serde")]
