@@ -72,6 +72,9 @@ pub enum AuthFailure {
     KeysUnavailable,
     /// The revocation store did not answer and the policy is fail-closed.
     RevocationUnavailable,
+    /// A client certificate, or a trusted proxy's report of one, that gives
+    /// no usable identity (unreadable, several SPIFFE ids, none required).
+    CertificateRefused,
 }
 
 impl AuthFailure {
@@ -105,6 +108,7 @@ impl AuthFailure {
             AuthFailure::OriginNotAllowed => "origin_not_allowed",
             AuthFailure::KeysUnavailable => "keys_unavailable",
             AuthFailure::RevocationUnavailable => "revocation_unavailable",
+            AuthFailure::CertificateRefused => "certificate_refused",
         }
     }
 
@@ -148,6 +152,9 @@ impl AuthFailure {
         let (challenge, detail) = match self {
             // RFC 6750 §3.1: no error code when the request had no credential.
             AuthFailure::Missing => (challenge, "A bearer token is required."),
+            AuthFailure::CertificateRefused => {
+                (challenge, "The client certificate is not accepted.")
+            }
             _ => (
                 challenge
                     .error(BearerError::InvalidToken)

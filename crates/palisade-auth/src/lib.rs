@@ -54,6 +54,10 @@
 //!   Redis.
 //! - `axum`: the [`Claims`](extract::Claims) extractor.
 //! - `serde`: configuration from files.
+//! - `mtls`: client certificates as principals (SPIFFE id, subject, DNS
+//!   names), `x-forwarded-client-cert` from trusted proxies, and a TLS
+//!   acceptor for axum and hyper; see [`mtls`]. With `tonic`
+//!   too, certificates are read from tonic's `TlsConnectInfo`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -72,6 +76,8 @@ pub mod issue;
 pub mod issuer;
 pub mod key;
 mod layer;
+#[cfg(feature = "mtls")]
+pub mod mtls;
 #[cfg(feature = "redis")]
 mod redis_store;
 pub mod refresh;
