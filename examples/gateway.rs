@@ -71,6 +71,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use ipnet::IpNet;
+use palisade::auth::api_key::{ApiKeys, MemoryApiKeyStore, NewApiKey, RedisApiKeyStore};
+use palisade::auth::authenticate::Authenticate;
+use palisade::auth::authorize::{RequirePermission, RolePermissions};
 use palisade::auth::claims::ClaimMapping;
 use palisade::auth::crypto::CryptoBackend;
 use palisade::auth::issue::{SigningKey, TokenIssuer};
@@ -467,17 +470,6 @@ fn declared_length_limit(limit: usize) -> GuardLayer {
     })
 }
 
-/// Admin routes need the `admin` role (the JWT layer runs first and puts
-/// the principal in the request).
-fn admin_role() -> GuardLayer {
-    GuardLayer::new("admin_role", |head: &RequestHead<'_>| {
-        match head.principal() {
-            Some(principal) if principal.has_role("admin") => Ok(()),
-            _ => Err(Rejection::forbidden().with_detail("Admin routes need the admin role.")),
-        }
-    })
-}
-
 /// Admin routes only from the admin networks, by the client address that
 /// `ClientIpLayer` resolved (forwarding headers only from trusted proxies).
 /// An address that is a proxy's fallback (its forwarding header unreadable)
@@ -503,9 +495,11 @@ fn admin_networks(networks: Arc<[IpNet]>) -> GuardLayer {
 pub(crate) struct Gateway {
     pub(crate) router: Router,
     pub(crate) issuer: TokenIssuer,
+    /// One development API key per demo role, as (role, key).
+    pub(crate) dev_keys: Vec<(&'static str, String)>,
 }
 
-pub(crate) fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::error::Error>> {
+pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::error::Error>> {
     // The build may enable both signature backends (feature unification):
     // choose aws-lc-rs explicitly.
     CryptoBackend::install_preferred()?;
@@ -572,10 +566,49 @@ pub(crate) fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::error::Er
                 .oidc_discovery(RemoteOptions::default()),
         );
     }
+    let verifier = verifier.build()?;
     let jwt = JwtAuthLayer::builder()
-        .verifier(verifier.build()?)
+        .verifier(verifier.clone())
         .realm("palisade-gateway")
         .build()?;
+    // API keys: hashed with a pepper (from API_KEY_PEPPER, else made at
+    // start-up), kept in Redis when configured; one per demo role.
+    let pepper = match &config.api_key_pepper {
+        Some(pepper) => pepper.clone().into_bytes(),
+        None => {
+            let mut pepper = vec![0u8; 32];
+            getrandom::fill(&mut pepper).map_err(|_| "the OS random source failed")?;
+            pepper
+        }
+    };
+    let api_keys = match &redis {
+        Some(connection) => ApiKeys::builder(
+            "pal_dev",
+            RedisApiKeyStore::new(connection.clone(), "palisade")?,
+        )
+        .pepper(pepper)
+        .build()?,
+        None => ApiKeys::builder("pal_dev", MemoryApiKeyStore::new())
+            .pepper(pepper)
+            .build()?,
+    };
+    let mut dev_keys = Vec::new();
+    for role in DEMO_USERS {
+        let issued = api_keys
+            .issue(NewApiKey::new(format!("{role}-bot")).roles([role]))
+            .await?;
+        dev_keys.push((role, issued.key));
+    }
+    // Tokens or API keys, exactly one per request.
+    let authenticate = Authenticate::builder()
+        .jwt(verifier)
+        .api_keys(api_keys.clone())
+        .realm("palisade-gateway")
+        .build()?;
+    let roles = RolePermissions::admin_operator_viewer();
+    let read = RequirePermission::new(roles.clone(), RolePermissions::READ)?;
+    let create = RequirePermission::new(roles.clone(), RolePermissions::CREATE)?;
+    let delete = RequirePermission::new(roles, RolePermissions::DELETE)?;
     let auth_state = AuthState {
         issuer: issuer.clone(),
         refresh,
@@ -643,20 +676,27 @@ pub(crate) fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::error::Er
         ),
     )?;
 
-    // DELETE needs the admin role and an admin network; route layers run
-    // last-added first, so the token is checked before the role.
+    // Reading needs `read` (viewer and up), creating `create` (operator and
+    // up), deleting `delete` (admin) from an admin network. Route layers
+    // run last-added first: authentication, then the per-principal budget,
+    // then the permission.
     let api = Router::new()
-        .route("/api/scans", get(list_scans).post(create_scan))
+        .route(
+            "/api/scans",
+            get(list_scans)
+                .route_layer(read.clone())
+                .merge(axum::routing::post(create_scan).route_layer(create)),
+        )
         .route(
             "/api/scans/{id}",
-            get(get_scan).merge(
+            get(get_scan).route_layer(read).merge(
                 axum::routing::delete(delete_scan)
                     .route_layer(admin_networks(config.admin_networks.clone()))
-                    .route_layer(admin_role()),
+                    .route_layer(delete),
             ),
         )
         .route_layer(per_principal)
-        .route_layer(jwt.clone())
+        .route_layer(authenticate)
         .with_state(Scans::default());
 
     let public_auth = Router::new()
@@ -702,7 +742,11 @@ pub(crate) fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::error::Er
                 .layer(declared_length_limit(BODY_LIMIT))
                 .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
         );
-    Ok(Gateway { router, issuer })
+    Ok(Gateway {
+        router,
+        issuer,
+        dev_keys,
+    })
 }
 
 /// The development issuer's name and audience.
@@ -721,6 +765,7 @@ pub(crate) struct Config {
     pub(crate) token_ttl: Duration,
     pub(crate) oidc_issuer: Option<String>,
     pub(crate) oidc_audience: Option<String>,
+    pub(crate) api_key_pepper: Option<String>,
 }
 
 fn list(name: &str, default: &str) -> Vec<String> {
@@ -779,6 +824,9 @@ impl Config {
             oidc_audience: std::env::var("OIDC_AUDIENCE")
                 .ok()
                 .filter(|v| !v.is_empty()),
+            api_key_pepper: std::env::var("API_KEY_PEPPER")
+                .ok()
+                .filter(|v| !v.is_empty()),
             instances: match std::env::var("GATEWAY_INSTANCES") {
                 Ok(n) => n
                     .parse()
@@ -802,7 +850,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Gateway {
         router: app,
         issuer,
-    } = gateway(&config)?;
+        dev_keys,
+    } = gateway(&config).await?;
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -820,11 +869,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let token = issuer.mint(role).roles([role]).sign()?;
         println!("  export {}_TOKEN={}", role.to_uppercase(), token.token);
     }
+    println!("Development API keys (shown once; only their hashes are stored):");
+    for (role, key) in &dev_keys {
+        println!("  export {}_KEY={key}", role.to_uppercase());
+    }
     println!();
     println!("Try:");
     println!("  curl -i {base}/health");
     println!("  curl -i {base}/api/scans                      # 401: a token is required");
     println!("  curl -i {base}/api/scans -H \"authorization: Bearer $VIEWER_TOKEN\"");
+    println!("  curl -i {base}/api/scans -H \"x-api-key: $VIEWER_KEY\"            # or an API key");
     println!(
         "  curl -i -X POST {base}/api/scans -H \"authorization: Bearer $OPERATOR_TOKEN\" -H 'content-type: application/json' -d '{{\"target\":\"example.com\"}}'"
     );

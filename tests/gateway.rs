@@ -21,6 +21,19 @@ struct Tokens {
     viewer: String,
     operator: String,
     admin: String,
+    /// The development API keys, by role.
+    keys: Vec<(&'static str, String)>,
+}
+
+impl Tokens {
+    fn key(&self, role: &str) -> &str {
+        &self
+            .keys
+            .iter()
+            .find(|(r, _)| *r == role)
+            .expect("a key per role")
+            .1
+    }
 }
 
 async fn serve(admin_networks: &[&str], trusted_proxies: &[&str]) -> (SocketAddr, Tokens) {
@@ -52,8 +65,9 @@ async fn serve_with_ttl(
         token_ttl,
         oidc_issuer: None,
         oidc_audience: None,
+        api_key_pepper: None,
     };
-    let built = gateway::gateway(&config).expect("gateway");
+    let built = gateway::gateway(&config).await.expect("gateway");
     let bearer = |role: &str| {
         let token = built.issuer.mint(role).roles([role]).sign().expect("token");
         format!("Bearer {}", token.token)
@@ -62,6 +76,7 @@ async fn serve_with_ttl(
         viewer: bearer("viewer"),
         operator: bearer("operator"),
         admin: bearer("admin"),
+        keys: built.dev_keys.clone(),
     };
     (spawn_axum(built.router).await, tokens)
 }
@@ -452,7 +467,9 @@ async fn the_api_needs_a_valid_token_and_delete_needs_the_admin_role() {
             token_ttl: std::time::Duration::from_secs(900),
             oidc_issuer: None,
             oidc_audience: None,
+            api_key_pepper: None,
         })
+        .await
         .expect("another gateway");
         format!(
             "Bearer {}",
@@ -496,7 +513,14 @@ async fn the_api_needs_a_valid_token_and_delete_needs_the_admin_role() {
         )
         .await;
         assert_eq!(denied.status(), StatusCode::FORBIDDEN);
-        assert_eq!(json(&denied)["detail"], "Admin routes need the admin role.");
+        assert_eq!(
+            json(&denied)["detail"],
+            "The credential does not allow this request."
+        );
+        assert_eq!(
+            denied.headers()["www-authenticate"],
+            r#"Bearer error="insufficient_scope", scope="delete""#
+        );
     }
     let deleted = request(
         addr,
@@ -694,4 +718,73 @@ async fn websocket_tickets_are_single_use_and_the_socket_closes_when_the_token_e
     let frame = closed.expect("a close frame");
     assert_eq!(u16::from(frame.code), 1008);
     assert_eq!(frame.reason.as_str(), "token expired");
+}
+
+#[tokio::test]
+async fn each_role_key_reaches_exactly_the_routes_its_role_allows() {
+    let (addr, t) = serve(&["127.0.0.0/8"], &[]).await;
+    let create = |key: &str| {
+        let key = key.to_owned();
+        async move {
+            let key: &'static str = Box::leak(key.into_boxed_str());
+            request(
+                addr,
+                "POST",
+                "/api/scans",
+                &[("content-type", "application/json"), ("x-api-key", key)],
+                r#"{"target":"e.example"}"#,
+            )
+            .await
+            .status()
+        }
+    };
+    let delete = |key: &str, id: u64| {
+        let key = key.to_owned();
+        async move {
+            let path: &'static str = Box::leak(format!("/api/scans/{id}").into_boxed_str());
+            request(addr, "DELETE", path, &[("x-api-key", &key)], "")
+                .await
+                .status()
+        }
+    };
+    // viewer: read only.
+    assert_eq!(
+        get(addr, "/api/scans", &[("x-api-key", t.key("viewer"))])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(create(t.key("viewer")).await, StatusCode::FORBIDDEN);
+    // operator: read and create, not delete.
+    assert_eq!(create(t.key("operator")).await, StatusCode::CREATED);
+    assert_eq!(
+        get(addr, "/api/scans/1", &[("x-api-key", t.key("operator"))])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(delete(t.key("operator"), 1).await, StatusCode::FORBIDDEN);
+    assert_eq!(delete(t.key("viewer"), 1).await, StatusCode::FORBIDDEN);
+    // admin: everything.
+    assert_eq!(create(t.key("admin")).await, StatusCode::CREATED);
+    assert_eq!(delete(t.key("admin"), 1).await, StatusCode::NO_CONTENT);
+
+    // A key and a token at once: refused, never resolved by picking one.
+    let both = get(
+        addr,
+        "/api/scans",
+        &[("x-api-key", t.key("viewer")), ("authorization", &t.admin)],
+    )
+    .await;
+    assert_eq!(both.status(), StatusCode::BAD_REQUEST);
+    // A garbage key.
+    let garbage = get(addr, "/api/scans", &[("x-api-key", "pal_dev_nope")]).await;
+    assert_eq!(garbage.status(), StatusCode::UNAUTHORIZED);
+    let missing = get(addr, "/api/scans", &[]).await;
+    let challenges: Vec<_> = missing
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .collect();
+    assert_eq!(challenges.len(), 2, "Bearer and ApiKey");
 }

@@ -38,6 +38,8 @@ pub enum AuthFailure {
     UnknownIssuer,
     /// No key of the issuer matches the token's `kid`.
     UnknownKey,
+    /// A well-formed API key that no record matches.
+    UnknownApiKey,
     /// The signature does not verify.
     BadSignature,
     /// `exp` is missing.
@@ -92,6 +94,7 @@ impl AuthFailure {
             AuthFailure::AlgorithmMismatch => "algorithm_mismatch",
             AuthFailure::UnknownIssuer => "issuer_unknown",
             AuthFailure::UnknownKey => "key_unknown",
+            AuthFailure::UnknownApiKey => "api_key_unknown",
             AuthFailure::BadSignature => "signature_invalid",
             AuthFailure::MissingExpiry => "exp_missing",
             AuthFailure::MissingSubject => "sub_missing",

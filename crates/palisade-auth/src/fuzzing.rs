@@ -248,3 +248,96 @@ fn sources(harness: &Harness, mut request: Request<()>) {
         }
     }
 }
+
+/// The prefix of the API key harness.
+const KEY_PREFIX: &str = "pal_fuzz";
+/// The random part of the harness's only valid key (the seed corpus holds
+/// that key, so mutations start from one that verifies).
+const KEY_RANDOM: [u8; 16] = *b"palisade-fuzzkey";
+
+fn api_keys() -> &'static (crate::api_key::ApiKeys, String) {
+    static KEYS: OnceLock<(crate::api_key::ApiKeys, String)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        use crate::api_key::{ApiKeyRecord, ApiKeys, MemoryApiKeyStore};
+        let key = crate::api_key::format_for_fuzzing(KEY_PREFIX, KEY_RANDOM);
+        let built = ApiKeys::builder(KEY_PREFIX, MemoryApiKeyStore::new()).build();
+        let keys = match built {
+            Ok(keys) => keys,
+            Err(error) => panic!("fuzz harness: {error}"),
+        };
+        let record = ApiKeyRecord {
+            id: "key_fuzz".into(),
+            hash: crate::api_key::hex_for_fuzzing(&keys.hasher().hash(&key)),
+            display_prefix: "pal_fuzz_xxxx".into(),
+            last4: "xxxx".into(),
+            owner: "fuzz-bot".into(),
+            tenant: None,
+            roles: vec!["viewer".into()],
+            scopes: Vec::new(),
+            created_at: 0,
+            expires_at: None,
+            tier: None,
+            revoked: false,
+        };
+        let store = MemoryApiKeyStore::from_records([record]);
+        let keys = match ApiKeys::builder(KEY_PREFIX, store).build() {
+            Ok(keys) => keys,
+            Err(error) => panic!("fuzz harness: {error}"),
+        };
+        (keys, key)
+    })
+}
+
+/// Fuzzes API key parsing and verification, and where keys are read from
+/// (`X-API-Key`, `Authorization: ApiKey`, a query parameter): never a panic;
+/// only the one issued key verifies; a key the format check refuses never
+/// verifies.
+pub fn api_key_credentials(data: &[u8]) {
+    use crate::api_key::{ApiKeySources, KeyCheck, layer::FoundKey};
+    let (keys, valid) = api_keys();
+    let check = |key: &str| match keys.check(key) {
+        KeyCheck::Done(result) => result,
+        KeyCheck::Pending(_) => panic!("the memory store answers at once"),
+    };
+    if let Ok(text) = std::str::from_utf8(data) {
+        let result = check(text);
+        assert_eq!(result.is_ok(), text == valid.as_str(), "{text:?}");
+        if !keys.is_well_formed(text) {
+            assert_eq!(result, Err(AuthFailure::Malformed));
+        }
+    }
+    // The same bytes as header values and as a query.
+    let sources = ApiKeySources::default().query("api_key");
+    let mut builder = Request::get("/");
+    if let Ok(value) = HeaderValue::from_bytes(data) {
+        builder = builder.header(HeaderName::from_static("x-api-key"), value.clone());
+        let mut scheme = b"ApiKey ".to_vec();
+        scheme.extend_from_slice(data);
+        if let Ok(authorization) = HeaderValue::from_bytes(&scheme) {
+            builder = builder.header(AUTHORIZATION, authorization);
+        }
+    }
+    let encoded: String =
+        percent_encoding::percent_encode(data, percent_encoding::NON_ALPHANUMERIC).to_string();
+    if let Ok(uri) = format!("/?api_key={encoded}").parse::<Uri>() {
+        builder = builder.uri(uri);
+    }
+    let Ok(request) = builder.body(()) else {
+        return;
+    };
+    match sources.find(&request) {
+        FoundKey::Key(key, _) => {
+            let _ = check(&key);
+        }
+        FoundKey::Nothing | FoundKey::Refused(_) => {}
+    }
+}
+
+/// Whether `data` is the harness's valid API key (the seed corpus must hold
+/// it, so that mutations start from a key that verifies).
+pub fn api_key_is_valid(data: &[u8]) -> bool {
+    let (keys, valid) = api_keys();
+    std::str::from_utf8(data).is_ok_and(|text| {
+        text == valid.as_str() && matches!(keys.check(text), crate::api_key::KeyCheck::Done(Ok(_)))
+    })
+}

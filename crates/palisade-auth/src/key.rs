@@ -19,8 +19,10 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use jsonwebtoken::Algorithm;
+#[cfg(feature = "remote")]
+use jsonwebtoken::DecodingKeyKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{AlgorithmFamily, DecodingKey, DecodingKeyKind};
+use jsonwebtoken::{AlgorithmFamily, DecodingKey};
 use palisade_core::ConfigError;
 
 /// A public key (or HMAC secret) bound to one algorithm, and maybe a `kid`.
@@ -176,6 +178,7 @@ impl VerifyingKey {
     }
 }
 
+#[cfg(feature = "remote")]
 fn same_material(a: &DecodingKeyKind, b: &DecodingKeyKind) -> bool {
     match (a, b) {
         (DecodingKeyKind::SecretOrDer(a), DecodingKeyKind::SecretOrDer(b)) => a == b,
@@ -350,6 +353,7 @@ impl KeySet {
     }
 
     /// Whether two sets hold the same keys (by kid and algorithm).
+    #[cfg(feature = "remote")]
     pub(crate) fn same_keys(&self, other: &KeySet) -> bool {
         self.keys.len() == other.keys.len()
             && self.keys.iter().zip(&other.keys).all(|(a, b)| {

@@ -268,7 +268,7 @@ fn refuse<ReqBody, ResBody>(
     respond(request, rejection)
 }
 
-type BoxedResponse<B, E> =
+pub(crate) type BoxedResponse<B, E> =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S>
@@ -391,13 +391,13 @@ impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
 }
 
 impl<F, B, E> ResponseFuture<F, B, E> {
-    fn fast(future: CoreFuture<F, B>) -> Self {
+    pub(crate) fn fast(future: CoreFuture<F, B>) -> Self {
         Self {
             kind: Kind::Fast { future },
         }
     }
 
-    fn echo(future: CoreFuture<F, B>, protocol: HeaderValue) -> Self {
+    pub(crate) fn echo(future: CoreFuture<F, B>, protocol: HeaderValue) -> Self {
         Self {
             kind: Kind::Echo {
                 future,
@@ -406,7 +406,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         }
     }
 
-    fn slow(future: BoxedResponse<B, E>) -> Self {
+    pub(crate) fn slow(future: BoxedResponse<B, E>) -> Self {
         Self {
             kind: Kind::Slow { future },
         }

@@ -61,6 +61,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod api_key;
+pub mod authenticate;
 pub mod authorize;
 mod cache;
 pub mod claims;

@@ -524,6 +524,7 @@ impl JwtVerifier {
             },
         };
         let generation = issuer.generation();
+        #[cfg(feature = "remote")]
         let remote_keys;
         let keys: &KeySet = match &issuer.keys {
             Keys::Static(keys) => keys,

@@ -59,3 +59,25 @@ fn jwt_token_seeds_include_tokens_that_verify() {
         );
     }
 }
+
+#[test]
+fn api_key_credentials_corpus_replays_cleanly() {
+    let files = inputs("api_key_credentials");
+    assert!(
+        files.len() >= 10,
+        "the corpus is missing: {} inputs",
+        files.len()
+    );
+    for file in files {
+        let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        palisade_auth::fuzzing::api_key_credentials(&data);
+    }
+}
+
+#[test]
+fn api_key_credentials_seeds_include_the_valid_key() {
+    let any_valid = inputs("api_key_credentials")
+        .iter()
+        .any(|file| palisade_auth::fuzzing::api_key_is_valid(&std::fs::read(file).unwrap()));
+    assert!(any_valid, "no seed is the harness's valid key");
+}
