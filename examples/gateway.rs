@@ -33,14 +33,20 @@
 //!
 //! Authentication: a development issuer (an ES256 key made at start-up)
 //! signs the gateway's own tokens; the gateway prints one per role when it
-//! starts, and publishes its public key at `/.well-known/jwks.json`.
+//! starts, and publishes its public key at `/.well-known/jwks.json`. It also
+//! issues one API key per role (`X-API-Key` or `Authorization: ApiKey`),
+//! hashed with `API_KEY_PEPPER` (else a pepper made at start-up). A request
+//! carries a token or a key, never both.
+//!
+//! Roles and permissions (admin / operator / viewer): reading needs `read`
+//! (every role), creating `create` (operator, admin), deleting `delete`
+//! (admin, and only from an admin network).
 //!
 //! Routes:
 //! - `GET /health`, `GET /.well-known/jwks.json`: open, never rate limited;
-//! - `GET /api/scans`, `POST /api/scans`, `GET /api/scans/{id}`: a bearer
-//!   token;
-//! - `DELETE /api/scans/{id}`: a token with the `admin` role, from an admin
-//!   network;
+//! - `GET /api/scans`, `GET /api/scans/{id}`: a token or key (viewer and up);
+//! - `POST /api/scans`: operator or admin;
+//! - `DELETE /api/scans/{id}`: admin, from an admin network;
 //! - `POST /auth/login` (`{"user": "viewer|operator|admin", "password":
 //!   "..."}`): an access token (role = user) and a refresh token; five
 //!   failures per client address in 15 minutes lock it out;
