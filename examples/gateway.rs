@@ -35,8 +35,9 @@
 //! signs the gateway's own tokens; the gateway prints one per role when it
 //! starts, and publishes its public key at `/.well-known/jwks.json`. It also
 //! issues one API key per role (`X-API-Key` or `Authorization: ApiKey`),
-//! hashed with `API_KEY_PEPPER` (else a pepper made at start-up). A request
-//! carries a token or a key, never both.
+//! hashed with `API_KEY_PEPPER` (else a pepper made at start-up; required
+//! with `REDIS_URL`); the demo keys expire after a day. A request carries a
+//! token or a key, never both.
 //!
 //! Roles and permissions (admin / operator / viewer): reading needs `read`
 //! (every role), creating `create` (operator, admin), deleting `delete`
@@ -566,9 +567,10 @@ pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::err
         verifier = verifier.issuer(
             Issuer::new(oidc.clone())
                 .audience(audience.clone())
-                // The provider's groups are not this gateway's roles: its
-                // users get none (viewer tier, no admin route).
-                .claim_mapping(ClaimMapping::default().role_claims([]))
+                // The provider's groups and scopes are not this gateway's
+                // roles and permissions: its users get none (viewer tier,
+                // no route that needs a permission).
+                .claim_mapping(ClaimMapping::default().role_claims([]).scope_claims([]))
                 .oidc_discovery(RemoteOptions::default()),
         );
     }
@@ -581,6 +583,14 @@ pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::err
     // start-up), kept in Redis when configured; one per demo role.
     let pepper = match &config.api_key_pepper {
         Some(pepper) => pepper.clone().into_bytes(),
+        // Instances sharing keys in Redis must share the pepper, or each
+        // would hash keys its own way.
+        None if redis.is_some() => {
+            return Err(
+                "REDIS_URL needs API_KEY_PEPPER (at least 32 bytes, the same on every instance)"
+                    .into(),
+            );
+        }
         None => {
             let mut pepper = vec![0u8; 32];
             getrandom::fill(&mut pepper).map_err(|_| "the OS random source failed")?;
@@ -601,7 +611,13 @@ pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::err
     let mut dev_keys = Vec::new();
     for role in DEMO_USERS {
         let issued = api_keys
-            .issue(NewApiKey::new(format!("{role}-bot")).roles([role]))
+            // Demo keys end with the day: printed keys must not live on
+            // in old logs.
+            .issue(
+                NewApiKey::new(format!("{role}-bot"))
+                    .roles([role])
+                    .expires_in(Duration::from_secs(24 * 3600)),
+            )
             .await?;
         dev_keys.push((role, issued.key));
     }

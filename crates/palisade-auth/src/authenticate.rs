@@ -53,7 +53,7 @@ use palisade_core::{ConfigError, Rejection};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::api_key::layer::{FoundKey, KeyOrigin, api_key_rejection};
+use crate::api_key::layer::{FoundKey, api_key_rejection};
 use crate::api_key::{ApiKeySources, ApiKeys, KeyCheck};
 use crate::failure::AuthFailure;
 use crate::layer::{BoxedResponse, ResponseFuture};
@@ -235,6 +235,11 @@ impl AuthenticateBuilder {
             ));
         }
         if let Some(principal) = &self.development {
+            // On stderr too: a subscriber may not be installed yet.
+            eprintln!(
+                "palisade: DEVELOPMENT MODE: authentication is off; every request is {:?}",
+                principal.subject()
+            );
             tracing::warn!(
                 target: palisade_core::audit::TARGET,
                 subject = principal.subject(),
@@ -331,6 +336,7 @@ where
             AuditEvent::allowed("authenticate", "development_mode")
                 .request(&request)
                 .emit();
+            tracing::warn!(target: palisade_core::audit::TARGET, "development mode: request not authenticated");
             request.extensions_mut().insert(principal.clone());
             return ResponseFuture::fast(CoreFuture::inner(self.inner.call(request)));
         }
@@ -345,6 +351,22 @@ where
                 Found::Nothing => {}
                 Found::Refused(failure) => {
                     return self.refuse_now(&request, failure, Some(Kind::Jwt));
+                }
+                // `Authorization: Bearer <api key>` is a common client
+                // habit: a well-formed key of ours is checked as a key.
+                Found::Token(token, Origin::Header)
+                    if shared
+                        .api_keys
+                        .as_ref()
+                        .is_some_and(|(keys, _)| keys.is_well_formed(&token)) =>
+                {
+                    if let Some((keys, _)) = &shared.api_keys {
+                        let check = match keys.check(&token) {
+                            KeyCheck::Done(result) => Check::Done(result),
+                            KeyCheck::Pending(future) => Check::Pending(future),
+                        };
+                        checks.push((Kind::ApiKey, check));
+                    }
                 }
                 Found::Token(token, origin) => {
                     jwt_origin = Some(origin);
@@ -374,7 +396,9 @@ where
         }
         #[cfg(feature = "mtls")]
         if let Some(config) = &shared.mtls {
-            match crate::mtls::credential(&request, config) {
+            let found = crate::mtls::credential(&request, config);
+            crate::mtls::strip_untrusted_xfcc(&mut request, config);
+            match found {
                 crate::mtls::MtlsCredential::None => {}
                 crate::mtls::MtlsCredential::Refused(failure) => {
                     return self.refuse_now(&request, failure, Some(Kind::Certificate));
@@ -398,7 +422,8 @@ where
             return self.refuse_now(&request, AuthFailure::Missing, None);
         }
 
-        // Credentials leave the request before the inner service sees it.
+        // WebSocket and (by default) API key credentials leave the request
+        // before the inner service sees it.
         let mut echo = None;
         if let (Some(origin), Some((_, sources))) = (jwt_origin, &shared.jwt)
             && matches!(origin, Origin::Protocol | Origin::Query)
@@ -408,22 +433,21 @@ where
         if let (Some(origin), Some((_, sources))) = (key_origin, &shared.api_keys) {
             sources.strip_from(&mut request, origin);
         }
-        let _ = KeyOrigin::Header;
 
-        // All at once: the first principal wins, every one must verify.
-        let mut principal = None;
+        // All at once: every one must verify; the principal is the JWT's,
+        // else the API key's, else the certificate's, whichever answers
+        // first.
+        let mut principal: Option<(Kind, Principal)> = None;
         let mut pending = Vec::new();
         for (kind, check) in checks {
             match check {
-                Check::Done(Ok(found)) => {
-                    principal.get_or_insert(found);
-                }
+                Check::Done(Ok(found)) => keep_best(&mut principal, kind, found),
                 Check::Done(Err(failure)) => return self.refuse_now(&request, failure, Some(kind)),
                 Check::Pending(future) => pending.push((kind, future)),
             }
         }
         if pending.is_empty() {
-            if let Some(principal) = principal {
+            if let Some((_, principal)) = principal {
                 request.extensions_mut().insert(principal);
             }
             let future = CoreFuture::inner(self.inner.call(request));
@@ -439,16 +463,11 @@ where
             let mut principal = principal;
             for (kind, future) in pending {
                 match future.await {
-                    Ok(found) => {
-                        // A pending JWT outranks a ready API key or certificate.
-                        if kind == Kind::Jwt || principal.is_none() {
-                            principal = Some(found);
-                        }
-                    }
+                    Ok(found) => keep_best(&mut principal, kind, found),
                     Err(failure) => return Ok(refuse(&shared, &request, failure, Some(kind))),
                 }
             }
-            if let Some(principal) = principal {
+            if let Some((_, principal)) = principal {
                 request.extensions_mut().insert(principal);
             }
             inner
@@ -457,6 +476,23 @@ where
                 .map(|response| response.map(ResponseBody::inner))
         });
         ResponseFuture::slow(future)
+    }
+}
+
+/// Keeps the principal of the highest-ranked credential: JWT, API key,
+/// certificate.
+fn keep_best(best: &mut Option<(Kind, Principal)>, kind: Kind, found: Principal) {
+    let rank = |kind: Kind| match kind {
+        Kind::Jwt => 0,
+        Kind::ApiKey => 1,
+        #[cfg(feature = "mtls")]
+        Kind::Certificate => 2,
+    };
+    if best
+        .as_ref()
+        .is_none_or(|(held, _)| rank(kind) < rank(*held))
+    {
+        *best = Some((kind, found));
     }
 }
 

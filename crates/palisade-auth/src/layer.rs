@@ -313,6 +313,16 @@ where
             Origin::Protocol | Origin::Query => shared.sources.strip(&mut request, origin),
             Origin::Header | Origin::Cookie => None,
         };
+        if request
+            .extensions()
+            .get::<Principal>()
+            .is_some_and(|p| !p.is_anonymous())
+        {
+            // An outer layer already authenticated the caller: a second
+            // credential is a conflict, not a replacement.
+            let response = refuse(shared, &request, AuthFailure::MultipleCredentials);
+            return ResponseFuture::fast(CoreFuture::rejected(response));
+        }
         match verification {
             Verification::Done(Ok(principal)) => {
                 request.extensions_mut().insert(principal);

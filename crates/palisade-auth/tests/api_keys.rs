@@ -360,9 +360,68 @@ async fn a_redis_store_revokes_on_every_instance_within_the_cache_bound() {
     clock.advance(Duration::from_secs(2));
     assert_eq!(b.verify(&issued.key).await, Err(AuthFailure::Revoked));
 
+    // A revoked key is not rotated back to life; a live one is.
+    assert!(
+        a.rotate(&issued.record.id, Duration::from_secs(60))
+            .await
+            .is_err()
+    );
+    let live = a.issue(NewApiKey::new("bot2")).await.unwrap();
     let rotated = a
-        .rotate(&issued.record.id, Duration::from_secs(60))
+        .rotate(&live.record.id, Duration::from_secs(60))
         .await
         .unwrap();
     assert!(b.verify(&rotated.key).await.is_ok());
+    assert!(b.verify(&live.key).await.is_ok(), "inside the overlap");
+}
+
+#[tokio::test]
+async fn an_api_key_sent_as_a_bearer_token_is_checked_as_a_key() {
+    let (_, verifier, keys) = jwt_and_keys();
+    let key = keys.issue(NewApiKey::new("svc")).await.unwrap().key;
+    let auth = Authenticate::builder()
+        .jwt(verifier)
+        .api_keys(keys)
+        .build()
+        .unwrap();
+    let app = Router::new().route("/me", get(whoami)).layer(auth);
+    let addr = spawn_axum(app).await;
+    let response = http_get(addr, "/me", &[("authorization", &bearer(&key))]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.body(), "svc|api_key|");
+}
+
+#[tokio::test]
+async fn a_key_layer_inside_another_authentication_is_a_conflict_not_a_replacement() {
+    let (issuer, verifier, keys) = jwt_and_keys();
+    let key = keys.issue(NewApiKey::new("svc")).await.unwrap().key;
+    let app = Router::new()
+        .route("/me", get(whoami))
+        .layer(ApiKeyLayer::with(
+            keys,
+            ApiKeySources::default(),
+            true,
+            None,
+        ))
+        .layer(
+            palisade_auth::JwtAuthLayer::builder()
+                .verifier(verifier)
+                .optional()
+                .build()
+                .unwrap(),
+        );
+    let addr = spawn_axum(app).await;
+    let token = issuer.mint("u1").sign().unwrap().token;
+    let both = http_get(
+        addr,
+        "/me",
+        &[
+            ("authorization", &bearer(&token)),
+            ("x-api-key", key.as_bytes()),
+        ],
+    )
+    .await;
+    assert_eq!(both.status(), StatusCode::BAD_REQUEST);
+    let token_only = http_get(addr, "/me", &[("authorization", &bearer(&token))]).await;
+    assert_eq!(token_only.body(), "u1|jwt|");
 }

@@ -455,9 +455,10 @@ async fn xfcc_from_a_trusted_proxy_gives_the_forwarded_spiffe_principal() {
         .await
         .unwrap();
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
-    // No header from the proxy: its own certificate.
+    // No header from the proxy: the client showed no certificate. The
+    // proxy's own certificate is never taken for the client's.
     let answer = get(addr, Some(&pki().proxy), "/", &[]).await.unwrap();
-    assert_eq!(answer.json()["subject"], SPIFFE_PROXY);
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -568,4 +569,80 @@ mod tonic_tls {
         let refused = check(addr, &pki().legacy).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     }
+}
+
+/// `Authenticate` with client certificates and API keys over real TLS: a
+/// certificate alone or a key alone authenticates; both at once are refused
+/// unless several credentials are allowed, and then both must verify.
+#[tokio::test]
+async fn authenticate_combines_certificates_and_api_keys() {
+    use palisade_auth::api_key::{ApiKeys, MemoryApiKeyStore, NewApiKey};
+    use palisade_auth::authenticate::Authenticate;
+
+    init();
+    let keys = ApiKeys::builder("pal_test", MemoryApiKeyStore::new())
+        .build()
+        .unwrap();
+    let key = keys.issue(NewApiKey::new("key-bot")).await.unwrap().key;
+    let serve_with = |auth: Authenticate| async move {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let listener = TlsListener::new(tcp, tls(ClientCerts::Optional)).unwrap();
+        let app = Router::new().fallback(whoami).layer(auth);
+        tokio::spawn(async move { axum::serve(listener, WithConnectionInfo::new(app)).await });
+        addr
+    };
+    let strict = serve_with(
+        Authenticate::builder()
+            .mtls(MtlsConfig::default())
+            .api_keys(keys.clone())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let by_cert = get(strict, Some(&pki().api), "/", &[]).await.unwrap();
+    assert_eq!(by_cert.status, StatusCode::OK);
+    assert_eq!(by_cert.json()["subject"], SPIFFE_API);
+    let by_key = get(strict, None, "/", &[("x-api-key", &key)])
+        .await
+        .unwrap();
+    assert_eq!(by_key.json()["subject"], "key-bot");
+    let both = get(strict, Some(&pki().api), "/", &[("x-api-key", &key)])
+        .await
+        .unwrap();
+    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+    let neither = get(strict, None, "/", &[]).await.unwrap();
+    assert_eq!(neither.status, StatusCode::UNAUTHORIZED);
+
+    let layered = serve_with(
+        Authenticate::builder()
+            .mtls(MtlsConfig::default())
+            .api_keys(keys)
+            .allow_multiple_credentials()
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let both = get(layered, Some(&pki().api), "/", &[("x-api-key", &key)])
+        .await
+        .unwrap();
+    assert_eq!(both.status, StatusCode::OK);
+    assert_eq!(
+        both.json()["subject"],
+        "key-bot",
+        "the key's principal, the certificate verified too"
+    );
+    let bad_key = get(
+        layered,
+        Some(&pki().api),
+        "/",
+        &[("x-api-key", "pal_test_bad")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bad_key.status,
+        StatusCode::UNAUTHORIZED,
+        "every credential must verify"
+    );
 }

@@ -48,6 +48,9 @@ pub struct FileApiKeyStore {
     format: Format,
     keys: MemoryApiKeyStore,
     modified: Arc<Mutex<Option<SystemTime>>>,
+    // Held across read-modify-write, so two edits in this process cannot
+    // lose each other's changes.
+    writing: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for FileApiKeyStore {
@@ -78,6 +81,7 @@ impl FileApiKeyStore {
             format,
             keys: MemoryApiKeyStore::new(),
             modified: Arc::new(Mutex::new(None)),
+            writing: Arc::new(Mutex::new(())),
         };
         store.reload()?;
         Ok(store)
@@ -121,6 +125,7 @@ impl FileApiKeyStore {
             format: self.format,
             keys: self.keys.clone(),
             modified: Arc::new(Mutex::new(None)),
+            writing: self.writing.clone(),
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("FileApiKeyStore::watch needs a tokio runtime; not watching");
@@ -138,7 +143,9 @@ impl FileApiKeyStore {
                             *modified.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = now;
                             tracing::info!(keys = count, path = %store.path.display(), "API keys reloaded");
                         }
-                        Err(error) => tracing::warn!(%error, "API key file unreadable; keeping the keys in force"),
+                        // Loud: a revocation written with a typo is not in
+                        // force until the file reads again.
+                        Err(error) => tracing::error!(%error, "API key file unreadable; keeping the keys read before"),
                     }
                 }
             }
@@ -150,8 +157,31 @@ impl FileApiKeyStore {
         self.keys.records()
     }
 
-    fn write(&self, records: Vec<ApiKeyRecord>) -> Result<(), StoreError> {
-        let mut records = records;
+    /// The records on disk now (another process may have written since we
+    /// read), or the ones in memory when the file is gone.
+    fn current(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        match std::fs::read_to_string(&*self.path) {
+            Ok(text) => self
+                .parse(&text)
+                .map(|document| document.keys)
+                .map_err(|e| StoreError::Unavailable(e.to_string())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(self.keys.records()),
+            Err(error) => Err(StoreError::Unavailable(format!(
+                "{}: {error}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    /// Reads the file, applies `change`, writes it back atomically: a
+    /// temporary file of our own (owner-only permissions), then a rename.
+    fn modify<R>(&self, change: impl FnOnce(&mut Vec<ApiKeyRecord>) -> R) -> Result<R, StoreError> {
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut records = self.current()?;
+        let result = change(&mut records);
         records.sort_by(|a, b| a.id.cmp(&b.id));
         let document = Document { keys: records };
         let text = match self.format {
@@ -160,23 +190,46 @@ impl FileApiKeyStore {
             Format::Json => serde_json::to_string_pretty(&document)
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?,
         };
-        let temporary = self.path.with_extension("tmp");
-        std::fs::write(&temporary, text)
-            .and_then(|()| std::fs::rename(&temporary, &*self.path))
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", self.path.display())))?;
+        let failed =
+            |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", self.path.display()));
+        let temporary = temporary_path(&self.path)
+            .ok_or_else(|| StoreError::Unavailable("random source failed".into()))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&temporary).and_then(|mut file| {
+            use std::io::Write;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        });
+        if let Err(error) = written.and_then(|()| std::fs::rename(&temporary, &*self.path)) {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(failed(error));
+        }
         self.keys.replace_all(document.keys);
-        Ok(())
+        Ok(result)
     }
 
     fn edit(&self, id: &str, f: impl Fn(&mut ApiKeyRecord)) -> Result<bool, StoreError> {
-        let mut records = self.keys.records();
-        let Some(record) = records.iter_mut().find(|r| r.id == id) else {
-            return Ok(false);
-        };
-        f(record);
-        self.write(records)?;
-        Ok(true)
+        self.modify(|records| match records.iter_mut().find(|r| r.id == id) {
+            Some(record) => {
+                f(record);
+                true
+            }
+            None => false,
+        })
     }
+}
+
+/// `.<name>.<random>.tmp` beside the file: never shared with another
+/// writer.
+fn temporary_path(path: &Path) -> Option<PathBuf> {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).ok()?;
+    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let name = path.file_name()?.to_string_lossy();
+    Some(path.with_file_name(format!(".{name}.{suffix}.tmp")))
 }
 
 impl ApiKeyStore for FileApiKeyStore {
@@ -186,10 +239,11 @@ impl ApiKeyStore for FileApiKeyStore {
     }
 
     fn insert(&self, record: ApiKeyRecord) -> StoreFuture<()> {
-        let mut records = self.keys.records();
-        records.retain(|r| r.id != record.id);
-        records.push(record);
-        Box::pin(std::future::ready(self.write(records)))
+        let result = self.modify(|records| {
+            records.retain(|r| r.id != record.id);
+            records.push(record);
+        });
+        Box::pin(std::future::ready(result))
     }
 
     fn revoke(&self, id: &str) -> StoreFuture<bool> {

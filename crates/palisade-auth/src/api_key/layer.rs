@@ -38,7 +38,7 @@ impl Default for ApiKeySources {
             header: Some(HeaderName::from_static("x-api-key")),
             authorization: true,
             query: None,
-            strip: false,
+            strip: true,
         }
     }
 }
@@ -77,7 +77,8 @@ impl ApiKeySources {
         self
     }
 
-    /// Removes the key from the request before the inner service sees it.
+    /// Removes the key from the request before the inner service sees it
+    /// (default on: handlers and inner logs never see it).
     pub fn strip(mut self, on: bool) -> Self {
         self.strip = on;
         self
@@ -330,6 +331,16 @@ where
             }
         };
         shared.sources.strip_from(&mut request, origin);
+        // An outer layer already authenticated the caller: a second
+        // credential is a conflict, not a replacement.
+        if request
+            .extensions()
+            .get::<Principal>()
+            .is_some_and(|p| !p.is_anonymous())
+        {
+            let response = refuse(shared, &request, AuthFailure::MultipleCredentials);
+            return crate::layer::ResponseFuture::fast(CoreFuture::rejected(response));
+        }
         match check {
             KeyCheck::Done(Ok(principal)) => {
                 request.extensions_mut().insert(principal);

@@ -176,6 +176,21 @@ pub enum ApiKeyError {
     /// The OS random source failed.
     #[error("the OS random source failed")]
     Random,
+    /// The key is revoked: it cannot be rotated into a live one.
+    #[error("the API key {0:?} is revoked")]
+    Revoked(String),
+    /// The key has expired: it cannot be rotated into a live one.
+    #[error("the API key {0:?} has expired")]
+    Expired(String),
+    /// The new key was issued but the old key's expiry could not be set;
+    /// the old key still works until this is retried.
+    #[error("the new key was issued but the old key's overlap was not set: {error}")]
+    OverlapNotSet {
+        /// The new key.
+        issued: Box<IssuedKey>,
+        /// Why the old key's expiry failed.
+        error: StoreError,
+    },
 }
 
 struct Inner {
@@ -244,6 +259,12 @@ impl ApiKeysBuilder {
     pub fn build(self) -> Result<ApiKeys, ConfigError> {
         if let Some(error) = self.pepper_error {
             return Err(error);
+        }
+        if matches!(self.hasher, KeyHasher::Sha256) {
+            tracing::warn!(
+                prefix = %self.prefix,
+                "API keys hashed with plain SHA-256: anyone who can write to the key store can add a key; set a pepper"
+            );
         }
         if !format::valid_prefix(&self.prefix) {
             return Err(ConfigError::invalid(
@@ -342,6 +363,13 @@ impl ApiKeys {
             .await?
             .ok_or_else(|| ApiKeyError::UnknownId(id.to_owned()))?;
         let now = self.inner.clock.unix_time().as_secs();
+        // A revoked or expired key's grants are not handed out again.
+        if old.revoked {
+            return Err(ApiKeyError::Revoked(id.to_owned()));
+        }
+        if old.expires_at.is_some_and(|at| at <= now) {
+            return Err(ApiKeyError::Expired(id.to_owned()));
+        }
         let mut new = NewApiKey::new(old.owner.clone())
             .roles(old.roles.clone())
             .scopes(old.scopes.clone());
@@ -351,10 +379,19 @@ impl ApiKeys {
             .expires_at
             .map(|at| Duration::from_secs(at.saturating_sub(old.created_at)));
         let issued = self.issue(new).await?;
-        self.inner
+        if let Err(error) = self
+            .inner
             .store
             .expire(id, now.saturating_add(overlap.as_secs()))
-            .await?;
+            .await
+        {
+            // The new key exists: hand it over with the failure, so it is
+            // not lost and the old key's expiry can be retried.
+            return Err(ApiKeyError::OverlapNotSet {
+                issued: Box::new(issued),
+                error,
+            });
+        }
         Ok(issued)
     }
 
@@ -493,6 +530,17 @@ mod tests {
 
         keys.revoke(&rotated.record.id).await.unwrap();
         assert_eq!(keys.verify(&rotated.key).await, Err(AuthFailure::Revoked));
+        // A revoked or expired key cannot be rotated back to life.
+        assert!(matches!(
+            keys.rotate(&rotated.record.id, Duration::from_secs(60))
+                .await,
+            Err(ApiKeyError::Revoked(_))
+        ));
+        assert!(matches!(
+            keys.rotate(&issued.record.id, Duration::from_secs(60))
+                .await,
+            Err(ApiKeyError::Expired(_))
+        ));
         assert!(matches!(
             keys.revoke("key_nope").await,
             Err(ApiKeyError::UnknownId(_))

@@ -47,16 +47,7 @@ pub struct ApiKeyRecord {
 impl ApiKeyRecord {
     /// The stored hash as bytes, when it is well-formed hex.
     pub fn hash_bytes(&self) -> Option<[u8; 32]> {
-        let hex = self.hash.as_bytes();
-        if hex.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in hex.chunks_exact(2).enumerate() {
-            let text = std::str::from_utf8(pair).ok()?;
-            out[i] = u8::from_str_radix(text, 16).ok()?;
-        }
-        Some(out)
+        parse_hex(&self.hash)
     }
 
     /// The principal this key authenticates as.
@@ -114,6 +105,20 @@ impl StoredKey {
             .get_or_init(|| self.record.principal())
             .clone()
     }
+}
+
+/// 64 hex digits (either case) as 32 bytes.
+pub(crate) fn parse_hex(text: &str) -> Option<[u8; 32]> {
+    let digits = text.as_bytes();
+    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in digits.chunks_exact(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// `hex` of 32 bytes.

@@ -137,6 +137,20 @@ impl RedisApiKeyStore {
             .await
             .map_err(unavailable)?;
         let Some(hash) = hash else { return Ok(false) };
+        // Forget what this instance read, so the change is in force here at
+        // once (elsewhere within `cache_ttl`).
+        if let Some(bytes) = super::record::parse_hex(&hash) {
+            let now = self.clock.now();
+            let address = Self::cache_address(&bytes);
+            let stale = || Cached {
+                hash: bytes,
+                until: now,
+                found: None,
+            };
+            let _ = self
+                .cache
+                .update_hashed(address, now, stale, |entry| entry.until = now);
+        }
         let done: i64 = self
             .edit
             .invoke(
@@ -194,6 +208,12 @@ impl ApiKeyStore for RedisApiKeyStore {
     fn insert(&self, record: ApiKeyRecord) -> StoreFuture<()> {
         let this = self.clone();
         Box::pin(async move {
+            let mut record = record;
+            // One spelling of the hash, the one lookups use.
+            record.hash = record
+                .hash_bytes()
+                .map(|bytes| hex(&bytes))
+                .ok_or_else(|| StoreError::Unavailable("malformed key hash".into()))?;
             let json = serde_json::to_string(&record)
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let mut set_record = redis::cmd("HSET");

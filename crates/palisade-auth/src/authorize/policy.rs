@@ -69,7 +69,7 @@ where
 /// core's borrowed [`guard::RequestHead`](palisade_core::guard::RequestHead),
 /// it can move into the policy's future, which outlives the borrow of the
 /// request; copying it costs one clone of the headers per request.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RequestHead {
     method: Method,
     uri: Uri,
@@ -77,6 +77,18 @@ pub struct RequestHead {
     client_ip: Option<ClientIp>,
     #[cfg(feature = "axum")]
     path_params: Vec<(Box<str>, Box<str>)>,
+}
+
+impl std::fmt::Debug for RequestHead {
+    /// Header names only: values can be credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.keys().map(http::HeaderName::as_str).collect();
+        f.debug_struct("RequestHead")
+            .field("method", &self.method)
+            .field("path", &self.uri.path())
+            .field("headers", &names)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RequestHead {

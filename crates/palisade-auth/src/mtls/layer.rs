@@ -209,6 +209,26 @@ where
             .and_then(|found| found.map(|id| Ok((id.principal()?, id))).transpose())
         {
             Ok(Some((principal, identity))) => {
+                if request
+                    .extensions()
+                    .get::<Principal>()
+                    .is_some_and(|p| !p.is_anonymous())
+                {
+                    // An outer layer already authenticated the caller (a
+                    // token, say): a certificate too is a conflict, not a
+                    // replacement. `Authenticate` can allow both.
+                    AuditEvent::refused(
+                        "mtls",
+                        palisade_core::RejectionKind::BadRequest,
+                        crate::AuthFailure::MultipleCredentials.reason(),
+                    )
+                    .request(&request)
+                    .emit();
+                    let rejection = crate::AuthFailure::MultipleCredentials.rejection(None);
+                    return ResponseFuture::rejected(palisade_core::render::respond(
+                        &request, rejection,
+                    ));
+                }
                 request.extensions_mut().insert(identity);
                 principal
             }

@@ -159,6 +159,9 @@ fn identify(
     };
     let identity = match forwarded {
         Some(element) => element.identity()?,
+        // From a trusted proxy, the connection's certificate is the
+        // proxy's: without XFCC the client showed none.
+        None if honour_xfcc => return Ok(None),
         None => match leaf_of(extensions, MtlsIdentity::from_leaf) {
             Some(identity) => identity?,
             None => return Ok(None),
@@ -189,6 +192,15 @@ fn leaf_of<T>(extensions: &Extensions, read: impl FnOnce(&[u8]) -> T) -> Option<
         return certs.first().map(|leaf| read(leaf));
     }
     None
+}
+
+/// Removes `x-forwarded-client-cert` unless this request's peer is a
+/// trusted proxy whose report is honoured, so no forged report reaches the
+/// inner service.
+pub fn strip_untrusted_xfcc<B>(request: &mut Request<B>, config: &MtlsConfig) {
+    if !config.honours_xfcc(request.extensions()) {
+        request.headers_mut().remove(xfcc::XFCC);
+    }
 }
 
 /// The connection's peer address: core's sources, then tonic's TLS
