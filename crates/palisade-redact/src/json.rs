@@ -1,0 +1,629 @@
+//! [`JsonRedactor`]: a streaming, incremental redactor for JSON, NDJSON and
+//! server-sent events. Pure: no I/O, no async, testable byte by byte.
+//!
+//! It tokenizes its input one byte at a time (runs of plain string bytes are
+//! copied in one go), tracking object and array nesting, the key being read
+//! (normalised as in [`SecretNames`]) and string escapes, so a token split
+//! anywhere between two chunks, inside a `\"` or a `\u0070`, is read exactly
+//! as if it had come in one piece. The value of a secret key, whatever it
+//! is (a string, a number, a whole object or array), is swallowed and
+//! `"***REDACTED***"` written once in its place. Nothing is buffered except
+//! the key being read (at most the length of the longest secret name) and
+//! one byte per level of nesting.
+//!
+//! ```
+//! use palisade_redact::{Framing, JsonRedactor, SecretNames};
+//!
+//! let mut redactor = JsonRedactor::new(SecretNames::default_body_keys(), Framing::Json);
+//! let mut out = Vec::new();
+//! redactor.feed(br#"{"user":"ada","pass"#, &mut out);
+//! redactor.feed(br#"word":{"old":"a\"b","new":[1,2]},"n":1}"#, &mut out);
+//! assert!(redactor.finish(&mut out).is_complete());
+//! assert_eq!(out, br#"{"user":"ada","password":"***REDACTED***","n":1}"#);
+//! ```
+//!
+//! # Invalid input fails safe
+//! Input that is not valid JSON never panics and never leaks: at the first
+//! byte that cannot continue a valid document, the redactor stops writing
+//! and emits nothing further for the rest of that document (for
+//! [`Framing::Json`], the rest of the body; for [`Framing::Lines`], the rest
+//! of the line; for [`Framing::EventStream`], the rest of the `data:` line).
+//! What was written before that byte was a valid prefix and was redacted.
+//! The check is structural: numbers are accepted as any run of
+//! `0-9 . e E + -`, and UTF-8 inside strings is passed through unchecked;
+//! neither can change which values are redacted.
+
+use crate::names::{SecretNames, normalise_byte};
+
+/// What replaces a secret, in text.
+pub const REDACTED: &str = "***REDACTED***";
+/// What replaces a secret value in JSON: the JSON string `"***REDACTED***"`.
+const REDACTED_JSON: &[u8] = b"\"***REDACTED***\"";
+
+/// The default limit of nesting (objects and arrays) in one document.
+pub const DEFAULT_MAX_DEPTH: usize = 256;
+
+/// How a body is cut into JSON documents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Framing {
+    /// One JSON document (`application/json`, `application/*+json`);
+    /// anything but whitespace after it is invalid.
+    Json,
+    /// One JSON document per line (`application/x-ndjson`,
+    /// `application/jsonl`): a line feed ends the line's document. Blank
+    /// lines pass through.
+    Lines,
+    /// Server-sent events (`text/event-stream`): the value of every `data:`
+    /// line is a JSON document; other fields (`event:`, `id:`, `retry:`,
+    /// comments) pass through unchanged. Lines end at CR, LF or CRLF.
+    EventStream,
+}
+
+/// How the input ended, returned by [`JsonRedactor::finish`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every document was valid and complete (an empty input included).
+    Complete,
+    /// The input ended inside a document.
+    Truncated,
+    /// At least one document was invalid, and its rest was dropped.
+    Invalid,
+}
+
+impl Outcome {
+    /// Whether every document was valid and complete.
+    pub fn is_complete(self) -> bool {
+        self == Outcome::Complete
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// The start of a document: whitespace, then its value.
+    Start,
+    /// After `:`, or `,` in an array: a value.
+    Value,
+    /// After `[`: a value or `]`.
+    ArrayFirst,
+    /// After `{`: a key or `}`.
+    ObjectFirst,
+    /// After `,` in an object: a key.
+    Key,
+    /// After a key: `:`.
+    Colon,
+    /// After a value inside a container: `,` or the container's end.
+    AfterValue,
+    /// Inside a string (a key if `in_key`).
+    Str,
+    /// After a `\` inside a string.
+    Escape,
+    /// Inside the four hex digits of a `\u` escape.
+    Unicode,
+    /// Inside a number.
+    Number,
+    /// Inside `true`, `false` or `null`: the bytes still expected.
+    Literal(&'static [u8]),
+    /// After the document's value: whitespace only.
+    Done,
+    /// The document is invalid: nothing more is written for it.
+    Failed,
+}
+
+/// The state of one document.
+#[derive(Debug)]
+struct Document {
+    state: State,
+    /// One entry per open container: `true` for an object.
+    stack: Vec<bool>,
+    /// Inside a secret value: bytes are read but not written.
+    skipping: bool,
+    /// The nesting at which the secret value started.
+    skip_base: usize,
+    /// The value about to start belongs to a secret key.
+    secret_next: bool,
+    /// The string being read is a key.
+    in_key: bool,
+    /// The key being read, normalised, at most `SecretNames::longest` bytes.
+    key: Vec<u8>,
+    /// The key is longer than any secret name.
+    key_too_long: bool,
+    /// The last key read is a secret name.
+    key_is_secret: bool,
+    unicode: u16,
+    unicode_digits: u8,
+}
+
+impl Document {
+    fn new() -> Self {
+        Self {
+            state: State::Start,
+            stack: Vec::new(),
+            skipping: false,
+            skip_base: 0,
+            secret_next: false,
+            in_key: false,
+            key: Vec::new(),
+            key_too_long: false,
+            key_is_secret: false,
+            unicode: 0,
+            unicode_digits: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.state = State::Start;
+        self.stack.clear();
+        self.skipping = false;
+        self.secret_next = false;
+        self.in_key = false;
+    }
+
+    /// How the document stands if its input ends here.
+    fn outcome(&self) -> Outcome {
+        match self.state {
+            State::Start | State::Done => Outcome::Complete,
+            State::Number if self.stack.is_empty() => Outcome::Complete,
+            State::Failed => Outcome::Invalid,
+            _ => Outcome::Truncated,
+        }
+    }
+
+    #[inline]
+    fn key_byte(&mut self, byte: u8, longest: usize) {
+        if let Some(folded) = normalise_byte(byte) {
+            if self.key.len() < longest {
+                self.key.push(folded);
+            } else {
+                self.key_too_long = true;
+            }
+        }
+    }
+
+    /// A value ended; returns whether writing resumes (the end of a secret
+    /// value).
+    #[inline]
+    fn value_done(&mut self) -> bool {
+        self.state = if self.stack.is_empty() {
+            State::Done
+        } else {
+            State::AfterValue
+        };
+        if self.skipping && self.stack.len() == self.skip_base {
+            self.skipping = false;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Redacts `input` into `out` until its end or, when `lines` is set, a
+    /// line end (LF, and CR too if `cr_ends_line`); returns the index where
+    /// it stopped (the line end is not consumed).
+    fn run(
+        &mut self,
+        names: &SecretNames,
+        max_depth: usize,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        lines: bool,
+        cr_ends_line: bool,
+    ) -> usize {
+        let is_line_end = |byte: u8| lines && (byte == b'\n' || (cr_ends_line && byte == b'\r'));
+        let skip_to_line_end = |from: usize| -> usize {
+            if lines {
+                input[from..]
+                    .iter()
+                    .position(|&b| is_line_end(b))
+                    .map_or(input.len(), |at| from + at)
+            } else {
+                input.len()
+            }
+        };
+        if self.state == State::Failed {
+            return skip_to_line_end(0);
+        }
+        let longest = names.longest();
+        let mut emit_from = 0;
+        let mut i = 0;
+        // Each arm either consumes `input[i]` (advancing `i`), or changes
+        // state and leaves it to the next arm (a number's terminator), or
+        // breaks out: at a line end, or to fail.
+        let failed_at = loop {
+            let Some(&byte) = input.get(i) else {
+                break None;
+            };
+            if is_line_end(byte) {
+                break None;
+            }
+            match self.state {
+                State::Str => {
+                    // The hot loop: plain string bytes.
+                    let start = i;
+                    while let Some(&b) = input.get(i) {
+                        if b == b'"' || b == b'\\' || b < 0x20 {
+                            break;
+                        }
+                        i += 1;
+                    }
+                    if self.in_key {
+                        for &b in &input[start..i] {
+                            self.key_byte(b, longest);
+                        }
+                    }
+                    match input.get(i) {
+                        None => {}
+                        Some(b'"') => {
+                            i += 1;
+                            if self.in_key {
+                                self.in_key = false;
+                                self.key_is_secret =
+                                    !self.key_too_long && names.contains_normalised(&self.key);
+                                self.state = State::Colon;
+                            } else if self.value_done() {
+                                emit_from = i;
+                            }
+                        }
+                        Some(b'\\') => {
+                            i += 1;
+                            self.state = State::Escape;
+                        }
+                        // A raw control byte: invalid, unless it is a line
+                        // end, which the top of the loop handles.
+                        Some(&b) if is_line_end(b) => {}
+                        Some(_) => break Some(i),
+                    }
+                }
+                State::Start | State::Value | State::ArrayFirst => {
+                    if is_whitespace(byte) {
+                        i += 1;
+                        continue;
+                    }
+                    if byte == b']' && self.state == State::ArrayFirst {
+                        self.stack.pop();
+                        i += 1;
+                        if self.value_done() {
+                            emit_from = i;
+                        }
+                        continue;
+                    }
+                    if self.secret_next {
+                        self.secret_next = false;
+                        if !self.skipping {
+                            out.extend_from_slice(&input[emit_from..i]);
+                            out.extend_from_slice(REDACTED_JSON);
+                            self.skipping = true;
+                            self.skip_base = self.stack.len();
+                        }
+                    }
+                    self.state = match byte {
+                        b'{' | b'[' => {
+                            if self.stack.len() >= max_depth {
+                                break Some(i);
+                            }
+                            self.stack.push(byte == b'{');
+                            if byte == b'{' {
+                                State::ObjectFirst
+                            } else {
+                                State::ArrayFirst
+                            }
+                        }
+                        b'"' => State::Str,
+                        b'-' | b'0'..=b'9' => State::Number,
+                        b't' => State::Literal(b"rue"),
+                        b'f' => State::Literal(b"alse"),
+                        b'n' => State::Literal(b"ull"),
+                        _ => break Some(i),
+                    };
+                    i += 1;
+                }
+                State::ObjectFirst | State::Key => {
+                    if is_whitespace(byte) {
+                        i += 1;
+                    } else if byte == b'"' {
+                        self.in_key = true;
+                        self.key.clear();
+                        self.key_too_long = false;
+                        self.state = State::Str;
+                        i += 1;
+                    } else if byte == b'}' && self.state == State::ObjectFirst {
+                        self.stack.pop();
+                        i += 1;
+                        if self.value_done() {
+                            emit_from = i;
+                        }
+                    } else {
+                        break Some(i);
+                    }
+                }
+                State::Colon => {
+                    if is_whitespace(byte) {
+                        i += 1;
+                    } else if byte == b':' {
+                        self.secret_next = !self.skipping && self.key_is_secret;
+                        self.key_is_secret = false;
+                        self.state = State::Value;
+                        i += 1;
+                    } else {
+                        break Some(i);
+                    }
+                }
+                State::AfterValue => {
+                    let in_object = self.stack.last().copied().unwrap_or(false);
+                    match byte {
+                        b' ' | b'\t' | b'\n' | b'\r' => {}
+                        b',' => {
+                            self.state = if in_object { State::Key } else { State::Value };
+                        }
+                        b'}' | b']' if (byte == b'}') == in_object => {
+                            self.stack.pop();
+                            if self.value_done() {
+                                emit_from = i + 1;
+                            }
+                        }
+                        _ => break Some(i),
+                    }
+                    i += 1;
+                }
+                State::Escape => {
+                    let decoded = match byte {
+                        b'"' | b'\\' | b'/' => byte,
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'u' => {
+                            self.unicode = 0;
+                            self.unicode_digits = 0;
+                            self.state = State::Unicode;
+                            i += 1;
+                            continue;
+                        }
+                        _ => break Some(i),
+                    };
+                    if self.in_key {
+                        self.key_byte(decoded, longest);
+                    }
+                    self.state = State::Str;
+                    i += 1;
+                }
+                State::Unicode => {
+                    let Some(digit) = (byte as char).to_digit(16) else {
+                        break Some(i);
+                    };
+                    self.unicode = (self.unicode << 4) | digit as u16;
+                    self.unicode_digits += 1;
+                    if self.unicode_digits == 4 {
+                        if self.in_key {
+                            // Beyond ASCII, no secret name can match: 0xFF
+                            // stands for the character.
+                            let unit = u8::try_from(self.unicode)
+                                .ok()
+                                .filter(u8::is_ascii)
+                                .unwrap_or(0xFF);
+                            self.key_byte(unit, longest);
+                        }
+                        self.state = State::Str;
+                    }
+                    i += 1;
+                }
+                State::Number => {
+                    if matches!(byte, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                        i += 1;
+                    } else if self.value_done() {
+                        // The terminator is read by the next state.
+                        emit_from = i;
+                    }
+                }
+                State::Literal(rest) => match rest.split_first() {
+                    Some((&expected, rest)) if expected == byte => {
+                        i += 1;
+                        if rest.is_empty() {
+                            if self.value_done() {
+                                emit_from = i;
+                            }
+                        } else {
+                            self.state = State::Literal(rest);
+                        }
+                    }
+                    _ => break Some(i),
+                },
+                State::Done => {
+                    if is_whitespace(byte) {
+                        i += 1;
+                    } else {
+                        break Some(i);
+                    }
+                }
+                State::Failed => break Some(i),
+            }
+        };
+        let stop = failed_at.unwrap_or(i);
+        if !self.skipping {
+            out.extend_from_slice(&input[emit_from..stop]);
+        }
+        match failed_at {
+            None => i,
+            Some(at) => {
+                self.state = State::Failed;
+                skip_to_line_end(at)
+            }
+        }
+    }
+}
+
+#[inline]
+fn is_whitespace(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Where a server-sent events line stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EventLine {
+    /// Reading the field name: how many bytes of `data` matched so far, 5
+    /// once it cannot be `data`.
+    Field(u8),
+    /// After `data:`: an optional space.
+    DataSpace,
+    /// Inside a `data:` value: a JSON document.
+    Data,
+    /// Inside another field's value: passed through.
+    Pass,
+}
+
+/// The streaming redactor. Feed it chunks as they come; it writes the
+/// redacted bytes of each chunk at once (see the [module docs](self)).
+#[derive(Debug)]
+pub struct JsonRedactor {
+    names: SecretNames,
+    framing: Framing,
+    max_depth: usize,
+    document: Document,
+    line: EventLine,
+    invalid_documents: u64,
+}
+
+impl JsonRedactor {
+    /// A redactor of the values of `names`, for input framed as `framing`.
+    pub fn new(names: SecretNames, framing: Framing) -> Self {
+        Self {
+            names,
+            framing,
+            max_depth: DEFAULT_MAX_DEPTH,
+            document: Document::new(),
+            line: EventLine::Field(0),
+            invalid_documents: 0,
+        }
+    }
+
+    /// Sets the deepest nesting accepted (default [`DEFAULT_MAX_DEPTH`]);
+    /// deeper documents are invalid (and fail safe).
+    pub fn with_max_depth(mut self, max_depth: usize) -> Self {
+        self.max_depth = max_depth;
+        self
+    }
+
+    /// The framing this redactor reads.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// How many documents so far were invalid (and cut short).
+    pub fn invalid_documents(&self) -> u64 {
+        self.invalid_documents
+    }
+
+    /// Redacts the next chunk of input, appending the output to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        match self.framing {
+            Framing::Json => {
+                self.run(chunk, out, false, false);
+            }
+            Framing::Lines => {
+                let mut i = 0;
+                while i < chunk.len() {
+                    i += self.run(&chunk[i..], out, true, false);
+                    if i < chunk.len() {
+                        // A line feed: the line's document ends.
+                        self.end_document();
+                        out.push(b'\n');
+                        i += 1;
+                    }
+                }
+            }
+            Framing::EventStream => self.feed_events(chunk, out),
+        }
+    }
+
+    /// Ends the input: returns whether every document was complete and
+    /// valid, and readies the redactor for a new input. Writes nothing
+    /// today; `out` is there so that a later version may.
+    pub fn finish(&mut self, _out: &mut Vec<u8>) -> Outcome {
+        let outcome = if self.framing == Framing::EventStream && self.line != EventLine::Data {
+            Outcome::Complete
+        } else {
+            self.document.outcome()
+        };
+        let invalid = self.invalid_documents > 0 || outcome == Outcome::Invalid;
+        self.document.reset();
+        self.line = EventLine::Field(0);
+        self.invalid_documents = 0;
+        if invalid { Outcome::Invalid } else { outcome }
+    }
+
+    fn run(&mut self, input: &[u8], out: &mut Vec<u8>, lines: bool, cr: bool) -> usize {
+        let was_failed = self.document.state == State::Failed;
+        let consumed = self
+            .document
+            .run(&self.names, self.max_depth, input, out, lines, cr);
+        if !was_failed && self.document.state == State::Failed {
+            self.invalid_documents += 1;
+        }
+        consumed
+    }
+
+    fn end_document(&mut self) {
+        if self.document.outcome() == Outcome::Truncated {
+            // A line ended inside a document: what was written was a valid
+            // prefix; the document is counted as invalid.
+            self.invalid_documents += 1;
+        }
+        self.document.reset();
+    }
+
+    fn feed_events(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let mut i = 0;
+        while let Some(&byte) = chunk.get(i) {
+            let line_end = byte == b'\n' || byte == b'\r';
+            match self.line {
+                EventLine::Field(matched) => {
+                    out.push(byte);
+                    i += 1;
+                    self.line = if line_end {
+                        EventLine::Field(0)
+                    } else if byte == b':' {
+                        if matched == 4 {
+                            EventLine::DataSpace
+                        } else {
+                            EventLine::Pass
+                        }
+                    } else if matched < 4 && byte == b"data"[usize::from(matched)] {
+                        EventLine::Field(matched + 1)
+                    } else {
+                        EventLine::Field(5)
+                    };
+                }
+                EventLine::DataSpace => {
+                    if byte == b' ' {
+                        out.push(byte);
+                        i += 1;
+                    }
+                    self.line = EventLine::Data;
+                }
+                EventLine::Data => {
+                    i += self.run(&chunk[i..], out, true, true);
+                    if let Some(&end) = chunk.get(i) {
+                        self.end_document();
+                        out.push(end);
+                        i += 1;
+                        self.line = EventLine::Field(0);
+                    }
+                }
+                EventLine::Pass => {
+                    let rest = &chunk[i..];
+                    match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+                        Some(at) => {
+                            out.extend_from_slice(&rest[..=at]);
+                            i += at + 1;
+                            self.line = EventLine::Field(0);
+                        }
+                        None => {
+                            out.extend_from_slice(rest);
+                            i = chunk.len();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
