@@ -1,0 +1,306 @@
+//! [`SecurityHeadersLayer`]: adds the header set to every response.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{BufMut, BytesMut};
+use http::header::Entry;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::csp::CspTemplate;
+use crate::headers::SecurityHeaders;
+use crate::hsts::HttpsDetection;
+use crate::nonce::CspNonce;
+
+/// A policy whose value changes per response: rendered parts joined by the
+/// nonce.
+pub(crate) struct NoncePolicy {
+    name: HeaderName,
+    parts: Box<[Box<str>]>,
+    len: usize,
+}
+
+impl NoncePolicy {
+    pub(crate) fn new(name: HeaderName, template: CspTemplate) -> Self {
+        let len =
+            template.parts.iter().map(String::len).sum::<usize>() + (template.parts.len() - 1) * 24;
+        Self {
+            name,
+            parts: template
+                .parts
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect(),
+            len,
+        }
+    }
+
+    /// The policy with `nonce`: one allocation. Without a nonce (the random
+    /// source failed), `'nonce-'` stays empty, which browsers ignore: scripts
+    /// that needed the nonce are blocked, never allowed.
+    fn value(&self, nonce: Option<&CspNonce>) -> Option<HeaderValue> {
+        let mut value = BytesMut::with_capacity(self.len);
+        for (index, part) in self.parts.iter().enumerate() {
+            if let (true, Some(nonce)) = (index > 0, nonce) {
+                value.put_slice(nonce.as_bytes());
+            }
+            value.put_slice(part.as_bytes());
+        }
+        // Every part was checked at build, and base64 is valid in a value.
+        HeaderValue::from_maybe_shared(value.freeze()).ok()
+    }
+}
+
+/// The header set, rendered once.
+pub(crate) struct Shared {
+    pub(crate) fixed: Box<[(HeaderName, HeaderValue)]>,
+    pub(crate) hsts: Option<HeaderValue>,
+    pub(crate) nonce_policies: Box<[NoncePolicy]>,
+    /// Sorted by name, for a binary search per response header.
+    pub(crate) strip: Box<[HeaderName]>,
+    pub(crate) overriding: bool,
+    pub(crate) https: HttpsDetection,
+}
+
+impl Shared {
+    #[inline]
+    fn is_stripped(&self, name: &HeaderName) -> bool {
+        self.strip
+            .binary_search_by(|s| s.as_str().cmp(name.as_str()))
+            .is_ok()
+    }
+
+    #[inline]
+    fn set(&self, headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
+        if self.overriding {
+            headers.insert(name, value.clone());
+        } else if let Entry::Vacant(entry) = headers.entry(name) {
+            entry.insert(value.clone());
+        }
+    }
+
+    fn set_owned(&self, headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
+        if self.overriding {
+            headers.insert(name, value);
+        } else if let Entry::Vacant(entry) = headers.entry(name) {
+            entry.insert(value);
+        }
+    }
+
+    fn apply(&self, headers: &mut HeaderMap, https: bool, nonce: Option<&CspNonce>) {
+        if !self.strip.is_empty() {
+            // One pass over the response's few headers; removal is the
+            // rare path.
+            while let Some(name) = headers.keys().find(|name| self.is_stripped(name)).cloned() {
+                headers.remove(&name);
+            }
+        }
+        headers.reserve(self.fixed.len() + 1 + self.nonce_policies.len());
+        for (name, value) in self.fixed.iter() {
+            self.set(headers, name, value);
+        }
+        if let (true, Some(hsts)) = (https, &self.hsts) {
+            self.set(headers, &http::header::STRICT_TRANSPORT_SECURITY, hsts);
+        }
+        for policy in self.nonce_policies.iter() {
+            if let Some(value) = policy.value(nonce) {
+                self.set_owned(headers, &policy.name, value);
+            }
+        }
+    }
+}
+
+/// Adds a whole header set to every response, rejections of inner layers
+/// included: values rendered at build time, HSTS on HTTPS requests only, a
+/// fresh [`CspNonce`] per request when the policy has one, leaky headers
+/// stripped, handlers' own headers kept unless told otherwise.
+///
+/// ```
+/// use palisade_headers::{SecurityHeaders, SecurityHeadersLayer};
+/// use tower::ServiceBuilder;
+///
+/// let headers: SecurityHeadersLayer = SecurityHeaders::helmet().build()?;
+/// let stack = ServiceBuilder::new().layer(headers);
+/// # let _ = stack;
+/// # Ok::<(), palisade_core::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct SecurityHeadersLayer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SecurityHeadersLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecurityHeadersLayer")
+            .field(
+                "headers",
+                &self.shared.fixed.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("hsts", &self.shared.hsts)
+            .field("nonce", &!self.shared.nonce_policies.is_empty())
+            .field("overriding", &self.shared.overriding)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecurityHeadersLayer {
+    /// An empty header set (leaky headers stripped) to build on; see
+    /// [`SecurityHeaders::helmet`], [`SecurityHeaders::owasp_strict`] and
+    /// [`SecurityHeaders::api`] for presets.
+    pub fn builder() -> SecurityHeaders {
+        SecurityHeaders::new()
+    }
+
+    /// helmet's set, as built by [`SecurityHeaders::helmet`].
+    pub fn helmet() -> Self {
+        // The preset's values are constants checked by this crate's tests.
+        Self::from_preset(SecurityHeaders::helmet())
+    }
+
+    fn from_preset(preset: SecurityHeaders) -> Self {
+        preset
+            .build()
+            .unwrap_or_else(|error| unreachable!("a preset of this crate failed to build: {error}"))
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The headers this layer adds to responses of this request, for
+    /// inspection and tests (a fresh nonce each call when the policy has
+    /// one).
+    pub fn headers_for<B>(&self, request: &Request<B>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let nonce = CspNonce::generate();
+        self.shared.apply(
+            &mut headers,
+            self.shared.https.is_https(request),
+            nonce.as_ref(),
+        );
+        headers
+    }
+}
+
+impl<S> Layer<S> for SecurityHeadersLayer {
+    type Service = SecurityHeadersService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SecurityHeadersService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service of [`SecurityHeadersLayer`].
+#[derive(Clone)]
+pub struct SecurityHeadersService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for SecurityHeadersService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecurityHeadersService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> SecurityHeadersService<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes this service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SecurityHeadersService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let https = self.shared.hsts.is_some() && self.shared.https.is_https(&request);
+        let nonce = if self.shared.nonce_policies.is_empty() {
+            None
+        } else {
+            let nonce = CspNonce::generate();
+            match nonce {
+                Some(nonce) => {
+                    request.extensions_mut().insert(nonce);
+                }
+                None => tracing::error!(
+                    "no random source for a CSP nonce: the policy goes out with an empty nonce, which blocks nonce scripts"
+                ),
+            }
+            nonce
+        };
+        ResponseFuture {
+            inner: self.inner.call(request),
+            shared: Arc::clone(&self.shared),
+            https,
+            nonce,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`SecurityHeadersService`]: sets the headers
+    /// on the inner service's response.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        shared: Arc<Shared>,
+        https: bool,
+        nonce: Option<CspNonce>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("https", &self.https)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        this.shared
+            .apply(response.headers_mut(), *this.https, this.nonce.as_ref());
+        Poll::Ready(Ok(response))
+    }
+}
