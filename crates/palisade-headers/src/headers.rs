@@ -7,7 +7,7 @@ use http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY_REPORT_ONLY, REFERRER_POLICY,
     X_CONTENT_TYPE_OPTIONS, X_DNS_PREFETCH_CONTROL, X_FRAME_OPTIONS, X_XSS_PROTECTION,
 };
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use palisade_core::ConfigError;
 use palisade_core::client_ip::ClientIpResolver;
 
@@ -506,9 +506,18 @@ impl SecurityHeaders {
         let hsts = self.hsts.map(|hsts| hsts.to_header_value()).transpose()?;
         let mut strip = self.strip;
         strip.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        let mut base = HeaderMap::with_capacity(fixed.len() + 1);
+        for (name, value) in fixed {
+            base.insert(name, value);
+        }
+        let mut base_https = base.clone();
+        if let Some(hsts) = &hsts {
+            base_https.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
         Ok(SecurityHeadersLayer::from_shared(Arc::new(Shared {
-            fixed: fixed.into_boxed_slice(),
-            hsts,
+            base,
+            base_https,
+            has_hsts: hsts.is_some(),
             nonce_policies: nonce_policies.into_boxed_slice(),
             strip: strip.into_boxed_slice(),
             overriding: self.override_handler_headers,

@@ -59,8 +59,13 @@ impl NoncePolicy {
 
 /// The header set, rendered once.
 pub(crate) struct Shared {
-    pub(crate) fixed: Box<[(HeaderName, HeaderValue)]>,
-    pub(crate) hsts: Option<HeaderValue>,
+    /// The fixed headers as a ready map, without and with HSTS: a response
+    /// gets a clone (two allocations, no hashing) into which the handler's
+    /// few headers are merged, rather than a dozen hashed insertions into
+    /// the handler's map as it grows.
+    pub(crate) base: HeaderMap,
+    pub(crate) base_https: HeaderMap,
+    pub(crate) has_hsts: bool,
     pub(crate) nonce_policies: Box<[NoncePolicy]>,
     /// Sorted by name, for a binary search per response header.
     pub(crate) strip: Box<[HeaderName]>,
@@ -76,41 +81,38 @@ impl Shared {
             .is_ok()
     }
 
-    #[inline]
-    fn set(&self, headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
-        if self.overriding {
-            headers.insert(name, value.clone());
-        } else if let Entry::Vacant(entry) = headers.entry(name) {
-            entry.insert(value.clone());
-        }
-    }
-
-    fn set_owned(&self, headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
-        if self.overriding {
-            headers.insert(name, value);
-        } else if let Entry::Vacant(entry) = headers.entry(name) {
-            entry.insert(value);
-        }
-    }
-
     fn apply(&self, headers: &mut HeaderMap, https: bool, nonce: Option<&CspNonce>) {
-        if !self.strip.is_empty() {
-            // One pass over the response's few headers; removal is the
-            // rare path.
-            while let Some(name) = headers.keys().find(|name| self.is_stripped(name)).cloned() {
-                headers.remove(&name);
+        let base = if https { &self.base_https } else { &self.base };
+        let handler = std::mem::replace(headers, base.clone());
+        // Values of one name come in a run: the first with its name, the
+        // rest with None.
+        let mut current: Option<HeaderName> = None;
+        let mut skip = false;
+        for (name, value) in handler {
+            match name {
+                Some(name) => {
+                    skip =
+                        self.is_stripped(&name) || (self.overriding && headers.contains_key(&name));
+                    if !skip {
+                        // The handler's value replaces ours: kept by default.
+                        headers.insert(&name, value);
+                    }
+                    current = Some(name);
+                }
+                None => {
+                    if let (false, Some(name)) = (skip, &current) {
+                        headers.append(name, value);
+                    }
+                }
             }
-        }
-        headers.reserve(self.fixed.len() + 1 + self.nonce_policies.len());
-        for (name, value) in self.fixed.iter() {
-            self.set(headers, name, value);
-        }
-        if let (true, Some(hsts)) = (https, &self.hsts) {
-            self.set(headers, &http::header::STRICT_TRANSPORT_SECURITY, hsts);
         }
         for policy in self.nonce_policies.iter() {
             if let Some(value) = policy.value(nonce) {
-                self.set_owned(headers, &policy.name, value);
+                if self.overriding {
+                    headers.insert(&policy.name, value);
+                } else if let Entry::Vacant(entry) = headers.entry(&policy.name) {
+                    entry.insert(value);
+                }
             }
         }
     }
@@ -140,9 +142,8 @@ impl fmt::Debug for SecurityHeadersLayer {
         f.debug_struct("SecurityHeadersLayer")
             .field(
                 "headers",
-                &self.shared.fixed.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                &self.shared.base_https.keys().collect::<Vec<_>>(),
             )
-            .field("hsts", &self.shared.hsts)
             .field("nonce", &!self.shared.nonce_policies.is_empty())
             .field("overriding", &self.shared.overriding)
             .finish_non_exhaustive()
@@ -245,7 +246,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let https = self.shared.hsts.is_some() && self.shared.https.is_https(&request);
+        let https = self.shared.has_hsts && self.shared.https.is_https(&request);
         let nonce = if self.shared.nonce_policies.is_empty() {
             None
         } else {

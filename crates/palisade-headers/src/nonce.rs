@@ -2,7 +2,11 @@
 
 use std::fmt;
 
+use std::cell::RefCell;
+
 use base64::Engine as _;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
 
 /// Bytes of randomness in a nonce (128 bits).
 const NONCE_BYTES: usize = 16;
@@ -22,11 +26,11 @@ const NONCE_LEN: usize = 24;
 pub struct CspNonce([u8; NONCE_LEN]);
 
 impl CspNonce {
-    /// A fresh nonce from the operating system's random source, or `None`
-    /// if it cannot give one.
+    /// A fresh nonce from a per-thread ChaCha20 generator seeded by the
+    /// operating system, or `None` if no seed can be had.
     pub fn generate() -> Option<Self> {
         let mut random = [0u8; NONCE_BYTES];
-        getrandom::fill(&mut random).ok()?;
+        fill_random(&mut random)?;
         let mut encoded = [0u8; NONCE_LEN];
         let written = base64::engine::general_purpose::STANDARD
             .encode_slice(random, &mut encoded)
@@ -64,6 +68,49 @@ impl AsRef<str> for CspNonce {
     fn as_ref(&self) -> &str {
         self.as_str()
     }
+}
+
+/// Nonces drawn from one generator before it is seeded again.
+const RESEED_EVERY: u32 = 1 << 16;
+
+struct ThreadGenerator {
+    rng: ChaCha20Rng,
+    drawn: u32,
+}
+
+thread_local! {
+    static GENERATOR: RefCell<Option<ThreadGenerator>> = const { RefCell::new(None) };
+}
+
+/// Random bytes from a per-thread ChaCha20 generator seeded from the
+/// operating system (a system call per nonce costs more than the rest of
+/// the layer), seeded again every 65,536 nonces. `None` only if the first
+/// seeding fails; a failed reseed keeps the current generator.
+fn fill_random(out: &mut [u8]) -> Option<()> {
+    GENERATOR
+        .try_with(|cell| {
+            let mut slot = cell.try_borrow_mut().ok()?;
+            let stale = slot.as_ref().is_none_or(|g| g.drawn >= RESEED_EVERY);
+            if stale {
+                let mut seed = [0u8; 32];
+                match getrandom::fill(&mut seed) {
+                    Ok(()) => {
+                        *slot = Some(ThreadGenerator {
+                            rng: ChaCha20Rng::from_seed(seed),
+                            drawn: 0,
+                        });
+                    }
+                    Err(_) if slot.is_some() => {}
+                    Err(_) => return None,
+                }
+            }
+            let generator = slot.as_mut()?;
+            generator.drawn = generator.drawn.saturating_add(1);
+            generator.rng.fill_bytes(out);
+            Some(())
+        })
+        .ok()
+        .flatten()
 }
 
 /// The refusal of the [`CspNonce`] extractor when no layer placed a nonce:
