@@ -239,12 +239,7 @@ impl Document {
                 State::Str => {
                     // The hot loop: plain string bytes.
                     let start = i;
-                    while let Some(&b) = input.get(i) {
-                        if b == b'"' || b == b'\\' || b < 0x20 {
-                            break;
-                        }
-                        i += 1;
-                    }
+                    i = plain_string_end(input, i);
                     if self.in_key {
                         for &b in &input[start..i] {
                             self.key_byte(b, longest);
@@ -452,6 +447,45 @@ impl Document {
     }
 }
 
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Flags (high bit) the bytes of `word` that are `"`, `\` or below 0x20.
+/// A flag can be wrong only in a byte after a right one, so the lowest
+/// flagged byte (little-endian) is exact.
+#[inline]
+fn special_bytes(word: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let quote = zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    quote | backslash | control
+}
+
+/// The index of the first byte at or after `from` that ends a run of plain
+/// string bytes (`"`, `\`, a control byte), or the input's length. Reads
+/// eight bytes at a time: most of a JSON body is string content.
+#[inline]
+fn plain_string_end(input: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(word) = input.get(i..i + 8) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let flags = special_bytes(u64::from_le_bytes(bytes));
+        if flags != 0 {
+            return i + (flags.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = input.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 #[inline]
 fn is_whitespace(byte: u8) -> bool {
     matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
@@ -623,6 +657,42 @@ impl JsonRedactor {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_string_end_agrees_with_a_byte_loop() {
+        let slow = |input: &[u8], from: usize| {
+            input[from..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .map_or(input.len(), |at| from + at)
+        };
+        let mut input: Vec<u8> = (0..=255u8).collect();
+        input.extend((0..=255u8).rev());
+        input.extend(b"plain ascii text, then a quote\" and more \xc3\xa9 \x7f\x80\xff");
+        for from in 0..input.len() {
+            assert_eq!(
+                plain_string_end(&input, from),
+                slow(&input, from),
+                "from {from}"
+            );
+        }
+        for byte in 0..=255u8 {
+            for at in 0..20 {
+                let mut bytes = vec![b'a'; 20];
+                bytes[at] = byte;
+                assert_eq!(
+                    plain_string_end(&bytes, 0),
+                    slow(&bytes, 0),
+                    "{byte} at {at}"
+                );
             }
         }
     }

@@ -1,0 +1,123 @@
+//! Body redaction throughput, in one run, on the same documents:
+//!
+//! - `palisade/streaming_whole`: `JsonRedactor::feed` with the whole body
+//!   in one chunk;
+//! - `palisade/streaming_16k`: the same body fed in 16 KiB chunks (as a
+//!   server streams it);
+//! - `serde_json/buffered`: what a user would otherwise write: buffer the
+//!   body, `serde_json::from_slice::<Value>`, walk it replacing the values
+//!   of secret keys, `serde_json::to_vec`.
+//!
+//! Two documents: `api` (an array of 2,000 user records with nested
+//! profiles, secrets at several depths, escapes and numbers, ~1 MB) and
+//! `strings` (records dominated by long string values, ~1 MB).
+//!
+//! ```text
+//! cargo bench -p palisade-benches --bench redact
+//! ```
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use palisade_redact::{Framing, JsonRedactor, REDACTED, SecretNames};
+use serde_json::{Value, json};
+
+fn api_document() -> Vec<u8> {
+    let users: Vec<Value> = (0..2000)
+        .map(|i| {
+            json!({
+                "id": i,
+                "name": format!("user \"{i}\" \\ name"),
+                "email": format!("user{i}@example.com"),
+                "password": format!("hunter{i}"),
+                "score": i as f64 * 1.25,
+                "active": i % 2 == 0,
+                "tags": ["alpha", "beta", "gamma"],
+                "profile": {
+                    "bio": "Lorem ipsum dolor sit amet, consectetur adipiscing elit.",
+                    "settings": { "theme": "dark", "api_key": { "id": i, "value": "sk_live_0123456789" } },
+                    "history": [1, 2, 3, 4, 5, 6, 7, 8],
+                },
+                "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+            })
+        })
+        .collect();
+    serde_json::to_vec(&users).unwrap_or_default()
+}
+
+fn strings_document() -> Vec<u8> {
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(20);
+    let records: Vec<Value> = (0..1000)
+        .map(|i| json!({ "id": i, "body": text, "token": format!("t{i}"), "title": "a title" }))
+        .collect();
+    serde_json::to_vec(&records).unwrap_or_default()
+}
+
+fn redact_value(value: &mut Value, names: &SecretNames) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if names.contains(key) {
+                    *value = Value::String(REDACTED.to_owned());
+                } else {
+                    redact_value(value, names);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| redact_value(item, names)),
+        _ => {}
+    }
+}
+
+fn buffered(body: &[u8], names: &SecretNames) -> Vec<u8> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(mut value) => {
+            redact_value(&mut value, names);
+            serde_json::to_vec(&value).unwrap_or_default()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+fn streaming(body: &[u8], names: &SecretNames, chunk: usize) -> Vec<u8> {
+    let mut redactor = JsonRedactor::new(names.clone(), Framing::Json);
+    let mut out = Vec::with_capacity(body.len());
+    for piece in body.chunks(chunk) {
+        redactor.feed(piece, &mut out);
+    }
+    let _ = redactor.finish(&mut out);
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let names = SecretNames::default_body_keys();
+    for (label, body) in [("api", api_document()), ("strings", strings_document())] {
+        // Both approaches agree on the result before they are timed.
+        let expected: Value =
+            serde_json::from_slice(&buffered(&body, &names)).unwrap_or(Value::Null);
+        let actual: Value =
+            serde_json::from_slice(&streaming(&body, &names, 16 * 1024)).unwrap_or(Value::Null);
+        assert_eq!(expected, actual, "the redactions differ");
+
+        let mut group = c.benchmark_group(format!("redact_{label}"));
+        group
+            .throughput(Throughput::Bytes(body.len() as u64))
+            .measurement_time(Duration::from_secs(3))
+            .warm_up_time(Duration::from_secs(1))
+            .sample_size(20);
+        group.bench_function("palisade/streaming_whole", |b| {
+            b.iter(|| black_box(streaming(black_box(&body), &names, usize::MAX)))
+        });
+        group.bench_function("palisade/streaming_16k", |b| {
+            b.iter(|| black_box(streaming(black_box(&body), &names, 16 * 1024)))
+        });
+        group.bench_function("serde_json/buffered", |b| {
+            b.iter(|| black_box(buffered(black_box(&body), &names)))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
