@@ -41,6 +41,7 @@ pub mod fuzzing;
 pub mod headers;
 pub mod json;
 mod names;
+pub mod scan;
 #[cfg(feature = "trace")]
 pub mod span;
 pub mod uri;
