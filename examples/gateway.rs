@@ -43,7 +43,19 @@
 //! (every role), creating `create` (operator, admin), deleting `delete`
 //! (admin, and only from an admin network).
 //!
+//! Headers and redaction: every response (refusals included) carries
+//! helmet's security headers, with a Content-Security-Policy allowing
+//! scripts only from here or with the response's nonce and reporting
+//! violations to `/csp-report`; credential headers are marked sensitive and
+//! request spans show URIs with secret query values redacted.
+//!
 //! Routes:
+//! - `GET /`: a page whose inline script runs with the CSP nonce, and a
+//!   second one without it that the browser blocks and reports;
+//! - `POST /csp-report`: violation reports (logged, the latest hundred kept,
+//!   listed by `GET /csp-report`);
+//! - `GET /demo/profile`: a JSON document whose `password`, `api_key` and
+//!   token fields arrive as `***REDACTED***`;
 //! - `GET /health`, `GET /.well-known/jwks.json`: open, never rate limited;
 //! - `GET /api/scans`, `GET /api/scans/{id}`: a token or key (viewer and up);
 //! - `POST /api/scans`: operator or admin;
@@ -95,9 +107,12 @@ use palisade::core::client_ip::{ClientIp, ClientIpLayer, ClientIpResolver};
 use palisade::core::guard::{GuardLayer, RequestHead};
 use palisade::core::key::KeyFn;
 use palisade::core::principal::Principal;
+use palisade::headers::csp::{ContentSecurityPolicy, Source};
+use palisade::headers::{CspNonce, SecurityHeaders};
 use palisade::ratelimit::{
     FailurePolicy, Quota, RateLimitLayer, RateLimitPolicy, RedisStore, TierBy, TierLimit, Tiers,
 };
+use palisade::redact::{RedactBodyLayer, RedactingMakeSpan, SensitiveHeadersLayer};
 use palisade::redis::{RedisConfig, RedisConnection};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
@@ -441,6 +456,80 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The demo page: its inline script carries the response's CSP nonce and
+/// runs; the second one has none, so the browser blocks it and reports the
+/// violation to `/csp-report`.
+async fn page(nonce: CspNonce) -> axum::response::Html<String> {
+    let nonce = nonce.as_str();
+    axum::response::Html(format!(
+        r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Palisade gateway</title></head>
+<body>
+<h1>Palisade gateway</h1>
+<p id="nonce">the script with the nonce did not run</p>
+<p id="inline">the script without a nonce did not run</p>
+<script nonce="{nonce}">document.getElementById('nonce').textContent = 'the script with the nonce ran';</script>
+<script>document.getElementById('inline').textContent = 'the script without a nonce ran';</script>
+</body>
+</html>
+"#
+    ))
+}
+
+/// Content-Security-Policy violation reports, the latest hundred.
+#[derive(Clone, Default)]
+pub(crate) struct CspReports(Arc<std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>>);
+
+impl CspReports {
+    /// The reports received so far.
+    pub(crate) fn all(&self) -> Vec<serde_json::Value> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Browsers post violations here (`report-uri`): logged and kept, bounded.
+async fn csp_report(State(reports): State<CspReports>, body: axum::body::Bytes) -> StatusCode {
+    let Ok(report) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let directive = report
+        .pointer("/csp-report/violated-directive")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?")
+        .to_owned();
+    tracing::warn!(target: "palisade::audit", directive, "content security policy violation reported");
+    let mut kept = reports
+        .0
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if kept.len() == 100 {
+        kept.pop_front();
+    }
+    kept.push_back(report);
+    StatusCode::NO_CONTENT
+}
+
+/// The reports kept, for a look at what browsers refused.
+async fn csp_reports_list(State(reports): State<CspReports>) -> Json<Vec<serde_json::Value>> {
+    Json(reports.all())
+}
+
+/// A document with secrets in it, as a careless handler might return one:
+/// `RedactBodyLayer` replaces them on the way out.
+async fn profile() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "user": "demo",
+        "password": "hunter2",
+        "settings": { "theme": "dark", "api_key": "pal_dev_not_a_real_key", "Access-Token": ["a", "b"] }
+    }))
+}
+
 async fn not_found() -> Rejection {
     Rejection::not_found().with_detail("No route here. Try GET /health or /api/scans.")
 }
@@ -504,6 +593,9 @@ pub(crate) struct Gateway {
     pub(crate) issuer: TokenIssuer,
     /// One development API key per demo role, as (role, key).
     pub(crate) dev_keys: Vec<(&'static str, String)>,
+    /// The CSP violation reports browsers sent (read by the tests).
+    #[allow(dead_code)]
+    pub(crate) csp_reports: CspReports,
 }
 
 pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::error::Error>> {
@@ -733,25 +825,41 @@ pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::err
         .route_layer(jwt);
     let auth = public_auth.merge(token_auth).with_state(auth_state);
 
+    // Security headers on every response (rejections included): helmet's
+    // set, with scripts allowed only from here or with this response's
+    // nonce, and violations reported.
+    let security_headers = SecurityHeaders::helmet()
+        .csp(
+            ContentSecurityPolicy::helmet()
+                .script_src([Source::SelfOrigin, Source::Nonce])
+                .report_uri("/csp-report"),
+        )
+        .build()?;
+    let csp_reports = CspReports::default();
+    let demo = Router::new()
+        .route("/", get(page))
+        .route("/csp-report", get(csp_reports_list).post(csp_report))
+        .route(
+            "/demo/profile",
+            get(profile).route_layer(RedactBodyLayer::new()),
+        )
+        .with_state(csp_reports.clone());
+
     let router = Router::new()
         .route("/health", get(health))
+        .merge(demo)
         .merge(api)
         .merge(auth)
         .fallback(not_found)
         .layer(per_ip)
         .layer(
             ServiceBuilder::new()
-                // Spans carry method and path only: queries can hold tokens
-                // and tickets.
-                .layer(TraceLayer::new_for_http().make_span_with(
-                    |request: &axum::http::Request<_>| {
-                        tracing::info_span!(
-                            "request",
-                            method = %request.method(),
-                            path = %request.uri().path(),
-                        )
-                    },
-                ))
+                .layer(security_headers)
+                // Credential headers marked sensitive before anything logs
+                // them; spans show the URI with secret query values
+                // (tickets, tokens) redacted.
+                .layer(SensitiveHeadersLayer::new())
+                .layer(TraceLayer::new_for_http().make_span_with(RedactingMakeSpan::new()))
                 .layer(cors)
                 .layer(ClientIpLayer::new(resolver))
                 .layer(TimeoutLayer::with_status_code(
@@ -768,6 +876,7 @@ pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::err
         router,
         issuer,
         dev_keys,
+        csp_reports,
     })
 }
 
@@ -873,6 +982,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         router: app,
         issuer,
         dev_keys,
+        ..
     } = gateway(&config).await?;
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -897,7 +1007,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
     println!("Try:");
+    println!("  open {base}/                                # a page under a nonce-based CSP");
     println!("  curl -i {base}/health");
+    println!("  curl -s {base}/demo/profile                   # secrets redacted on the way out");
     println!("  curl -i {base}/api/scans                      # 401: a token is required");
     println!("  curl -i {base}/api/scans -H \"authorization: Bearer $VIEWER_TOKEN\"");
     println!("  curl -i {base}/api/scans -H \"x-api-key: $VIEWER_KEY\"            # or an API key");

@@ -4,6 +4,8 @@
 //!
 //! - [`core`]: `palisade-core`, always present.
 //! - `auth`: `palisade-auth` (JWT), with the `auth` feature (default).
+//! - `headers`: `palisade-headers`, with the `headers` feature (default).
+//! - `redact`: `palisade-redact`, with the `redact` feature (default).
 //! - `ratelimit`: `palisade-ratelimit`, with the `ratelimit` feature (default).
 //! - `redis`: `palisade-redis`, with the `redis` feature.
 //! - [`architecture`], [`benchmarks`] and the guides: the project's documents.
@@ -20,6 +22,12 @@ pub use palisade_ratelimit as ratelimit;
 
 #[cfg(feature = "auth")]
 pub use palisade_auth as auth;
+
+#[cfg(feature = "headers")]
+pub use palisade_headers as headers;
+
+#[cfg(feature = "redact")]
+pub use palisade_redact as redact;
 
 #[doc = include_str!("../docs/architecture.md")]
 pub mod architecture {}

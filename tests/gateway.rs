@@ -788,3 +788,39 @@ async fn each_role_key_reaches_exactly_the_routes_its_role_allows() {
         .collect();
     assert_eq!(challenges.len(), 2, "Bearer and ApiKey");
 }
+
+#[tokio::test]
+async fn secrets_leave_redacted_and_every_response_carries_the_security_headers() {
+    let (addr, _) = serve(&["127.0.0.0/8"], &[]).await;
+    let profile = get(addr, "/demo/profile", &[]).await;
+    assert_eq!(profile.status(), StatusCode::OK);
+    let body = String::from_utf8(profile.body().to_vec()).unwrap();
+    assert!(
+        !body.contains("hunter2") && !body.contains("pal_dev_not_a_real_key"),
+        "{body}"
+    );
+    let document: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(document["password"], "***REDACTED***");
+    assert_eq!(document["settings"]["api_key"], "***REDACTED***");
+    assert_eq!(document["settings"]["Access-Token"], "***REDACTED***");
+    assert_eq!(document["settings"]["theme"], "dark");
+
+    // A refusal from an inner layer gets the headers too.
+    let refused = get(addr, "/api/scans", &[]).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    for response in [&profile, &refused] {
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(response.headers()["x-frame-options"], "SAMEORIGIN");
+        let csp = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("script-src 'self' 'nonce-"), "{csp}");
+        // Plain HTTP: no HSTS.
+        assert!(
+            response
+                .headers()
+                .get("strict-transport-security")
+                .is_none()
+        );
+    }
+}
