@@ -7,10 +7,16 @@
 //!
 //! All three add helmet's 12 headers (HSTS included: ours is told the
 //! request is HTTPS) to a response that already has a `content-type`;
-//! ours also checks the response against the 69 leaky header names.
+//! ours also checks the response against the 69 leaky header names. Each
+//! iteration builds the request, calls the service and polls its future
+//! once with a no-op waker (every inner service answers at once), then
+//! drops the response: no runtime, whose noise would drown the layers.
 
 use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
 use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,7 +29,7 @@ use http::header::{
 use http::{HeaderName, HeaderValue, Request, Response};
 use palisade_headers::SecurityHeaders;
 use palisade_headers::csp::{ContentSecurityPolicy, Source};
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 const HELMET_CSP: &str = "default-src 'self'; base-uri 'self'; font-src 'self' https: data:; form-action 'self'; frame-ancestors 'self'; img-src 'self' data:; object-src 'none'; script-src 'self'; script-src-attr 'none'; style-src 'self' https: 'unsafe-inline'; upgrade-insecure-requests";
@@ -32,40 +38,36 @@ fn request() -> Request<Body> {
     Request::get("/").body(Body::empty()).unwrap_or_default()
 }
 
-async fn ok(_request: Request<Body>) -> Result<Response<Body>, Infallible> {
+fn ok(_request: Request<Body>) -> Ready<Result<Response<Body>, Infallible>> {
     let mut response = Response::new(Body::empty());
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    Ok(response)
+    ready(Ok(response))
 }
 
-fn set(name: &'static str, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
-    SetResponseHeaderLayer::overriding(
-        HeaderName::from_static(name),
-        HeaderValue::from_static(value),
-    )
+fn set(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
 }
 
-macro_rules! bench_service {
-    ($group:expr, $runtime:expr, $name:expr, $service:expr) => {{
-        let mut service = $service;
-        $group.bench_function($name, |b| {
-            b.iter(|| {
-                $runtime.block_on(async {
-                    let ready = service.ready().await.unwrap_or_else(|e| panic!("{e:?}"));
-                    black_box(ready.call(request()).await)
-                })
-            })
-        });
-    }};
+/// One request through `service`, answered at once.
+fn call_once<S>(service: &mut S) -> Response<Body>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    if !matches!(service.poll_ready(&mut cx), Poll::Ready(Ok(()))) {
+        panic!("the service is not ready");
+    }
+    let future = pin!(service.call(request()));
+    match future.poll(&mut cx) {
+        Poll::Ready(Ok(response)) => response,
+        _ => panic!("the service did not answer at once"),
+    }
 }
 
 fn bench_headers(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
     let mut group = c.benchmark_group("headers_layer");
     group.measurement_time(Duration::from_secs(3));
 
@@ -81,86 +83,57 @@ fn bench_headers(c: &mut Criterion) {
     let theirs: HelmetLayer = Helmet::default()
         .try_into()
         .unwrap_or_else(|e| panic!("{e:?}"));
-
-    // Sanity: every contender sets the 12 headers.
-    for headers in [
-        runtime
-            .block_on(ours.layer(tower::service_fn(ok)).oneshot(request()))
-            .map(|r| r.headers().len()),
-        runtime
-            .block_on(theirs.layer(tower::service_fn(ok)).oneshot(request()))
-            .map(|r| r.headers().len()),
-    ] {
-        assert_eq!(headers.ok(), Some(13));
-    }
-
-    bench_service!(group, runtime, "bare service", tower::service_fn(ok));
-    bench_service!(
-        group,
-        runtime,
-        "palisade helmet()",
-        ours.layer(tower::service_fn(ok))
-    );
-    bench_service!(
-        group,
-        runtime,
-        "palisade helmet() with CSP nonce",
-        ours_nonce.layer(tower::service_fn(ok))
-    );
     let stacked = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::overriding(
-            CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(HELMET_CSP),
+        .layer(set(CONTENT_SECURITY_POLICY, HELMET_CSP))
+        .layer(set(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
         ))
-        .layer(set("cross-origin-opener-policy", "same-origin"))
-        .layer(set("cross-origin-resource-policy", "same-origin"))
-        .layer(set("origin-agent-cluster", "?1"))
-        .layer(SetResponseHeaderLayer::overriding(
-            REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+        .layer(set(
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
         ))
-        .layer(SetResponseHeaderLayer::overriding(
+        .layer(set(HeaderName::from_static("origin-agent-cluster"), "?1"))
+        .layer(set(REFERRER_POLICY, "no-referrer"))
+        .layer(set(
             STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            "max-age=31536000; includeSubDomains",
         ))
-        .layer(SetResponseHeaderLayer::overriding(
-            X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
+        .layer(set(X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(set(X_DNS_PREFETCH_CONTROL, "off"))
+        .layer(set(HeaderName::from_static("x-download-options"), "noopen"))
+        .layer(set(X_FRAME_OPTIONS, "SAMEORIGIN"))
+        .layer(set(
+            HeaderName::from_static("x-permitted-cross-domain-policies"),
+            "none",
         ))
-        .layer(SetResponseHeaderLayer::overriding(
-            X_DNS_PREFETCH_CONTROL,
-            HeaderValue::from_static("off"),
-        ))
-        .layer(set("x-download-options", "noopen"))
-        .layer(SetResponseHeaderLayer::overriding(
-            X_FRAME_OPTIONS,
-            HeaderValue::from_static("SAMEORIGIN"),
-        ))
-        .layer(set("x-permitted-cross-domain-policies", "none"))
-        .layer(SetResponseHeaderLayer::overriding(
-            X_XSS_PROTECTION,
-            HeaderValue::from_static("0"),
-        ))
+        .layer(set(X_XSS_PROTECTION, "0"))
         .service_fn(ok);
-    assert_eq!(
-        runtime
-            .block_on(stacked.clone().oneshot(request()))
-            .map(|r| r.headers().len())
-            .ok(),
-        Some(13)
-    );
-    bench_service!(
-        group,
-        runtime,
-        "tower-http 12 stacked SetResponseHeader",
-        stacked
-    );
-    bench_service!(
-        group,
-        runtime,
-        "axum-helmet",
-        theirs.layer(tower::service_fn(ok))
-    );
+
+    let mut bare = tower::service_fn(ok);
+    group.bench_function("bare service", |b| {
+        b.iter(|| black_box(call_once(&mut bare)))
+    });
+    let mut palisade = ours.layer(tower::service_fn(ok));
+    let mut palisade_nonce = ours_nonce.layer(tower::service_fn(ok));
+    let mut stacked = stacked;
+    let mut helmet = theirs.layer(tower::service_fn(ok));
+    assert_eq!(call_once(&mut palisade).headers().len(), 13);
+    assert_eq!(call_once(&mut palisade_nonce).headers().len(), 13);
+    assert_eq!(call_once(&mut stacked).headers().len(), 13);
+    assert_eq!(call_once(&mut helmet).headers().len(), 13);
+    group.bench_function("palisade helmet()", |b| {
+        b.iter(|| black_box(call_once(&mut palisade)))
+    });
+    group.bench_function("palisade helmet() with CSP nonce", |b| {
+        b.iter(|| black_box(call_once(&mut palisade_nonce)))
+    });
+    group.bench_function("tower-http 12 stacked SetResponseHeader", |b| {
+        b.iter(|| black_box(call_once(&mut stacked)))
+    });
+    group.bench_function("axum-helmet", |b| {
+        b.iter(|| black_box(call_once(&mut helmet)))
+    });
     group.finish();
 }
 

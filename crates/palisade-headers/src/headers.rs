@@ -506,6 +506,12 @@ impl SecurityHeaders {
         let hsts = self.hsts.map(|hsts| hsts.to_header_value()).transpose()?;
         let mut strip = self.strip;
         strip.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        let mut strip_first_bytes = [0u64; 4];
+        for name in &strip {
+            if let Some(&first) = name.as_str().as_bytes().first() {
+                strip_first_bytes[usize::from(first >> 6)] |= 1u64 << (first & 63);
+            }
+        }
         let mut base = HeaderMap::with_capacity(fixed.len() + 1);
         for (name, value) in fixed {
             base.insert(name, value);
@@ -520,6 +526,7 @@ impl SecurityHeaders {
             has_hsts: hsts.is_some(),
             nonce_policies: nonce_policies.into_boxed_slice(),
             strip: strip.into_boxed_slice(),
+            strip_first_bytes,
             overriding: self.override_handler_headers,
             https: self.https,
         })))

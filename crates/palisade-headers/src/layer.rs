@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) nonce_policies: Box<[NoncePolicy]>,
     /// Sorted by name, for a binary search per response header.
     pub(crate) strip: Box<[HeaderName]>,
+    /// A bit per byte value: whether some stripped name starts with it.
+    pub(crate) strip_first_bytes: [u64; 4],
     pub(crate) overriding: bool,
     pub(crate) https: HttpsDetection,
 }
@@ -76,6 +78,11 @@ pub(crate) struct Shared {
 impl Shared {
     #[inline]
     fn is_stripped(&self, name: &HeaderName) -> bool {
+        let first = name.as_str().as_bytes().first().copied().unwrap_or(0);
+        // Most response headers start with a letter no stripped name does.
+        if self.strip_first_bytes[usize::from(first >> 6)] & (1u64 << (first & 63)) == 0 {
+            return false;
+        }
         self.strip
             .binary_search_by(|s| s.as_str().cmp(name.as_str()))
             .is_ok()
