@@ -40,6 +40,7 @@ pub mod body;
 pub mod fuzzing;
 pub mod headers;
 pub mod json;
+pub mod log;
 mod names;
 pub mod scan;
 #[cfg(feature = "trace")]
