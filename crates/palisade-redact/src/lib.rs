@@ -43,6 +43,7 @@ pub mod json;
 pub mod log;
 mod names;
 pub mod scan;
+pub mod scan_body;
 #[cfg(feature = "trace")]
 pub mod span;
 pub mod uri;
