@@ -2,14 +2,21 @@
 //! test that replays its corpus. Not part of the API.
 
 use crate::json::{Framing, JsonRedactor};
+use crate::log::LineRedactor;
 use crate::names::SecretNames;
+use crate::scan::SecretScanner;
 
 /// Feeds arbitrary bytes to the body redactor, in every framing, whole and
 /// cut into chunks at places taken from the input; checks that the output
 /// does not depend on how the input was cut.
 ///
 /// The first byte chooses the chunk size (1 to 64); the rest is the body.
+///
+/// The same bytes also go through the [`SecretScanner`] and the
+/// [`LineRedactor`]: findings must lie inside the text and not overlap, and
+/// nothing the scanner finds may survive its own redaction.
 pub fn redact_body(data: &[u8]) {
+    scan_text(data);
     let Some((&first, body)) = data.split_first() else {
         return;
     };
@@ -44,4 +51,21 @@ pub fn redact_body(data: &[u8]) {
             assert_eq!(expected, twice, "{framing:?}: not idempotent");
         }
     }
+}
+
+fn scan_text(data: &[u8]) {
+    let scanner = SecretScanner::default();
+    let found = scanner.find(data);
+    let mut last_end = 0;
+    for finding in &found {
+        assert!(finding.start >= last_end && finding.start < finding.end);
+        assert!(finding.end <= data.len());
+        last_end = finding.end;
+    }
+    let redacted = scanner.redact(data);
+    assert!(
+        !scanner.contains_secret(&redacted),
+        "a secret survived redaction"
+    );
+    let _ = LineRedactor::new().redact_line(data);
 }

@@ -13,6 +13,15 @@
 //!   values of secret keys in JSON, NDJSON and server-sent events, and
 //!   [`RedactBodyLayer`], which applies it to response bodies without
 //!   buffering them.
+//! - [`SecretScanner`](scan::SecretScanner): finds credentials by format
+//!   (Palisade API keys and GitHub tokens with their checksums verified, AWS
+//!   access key ids, Slack tokens, Stripe secret keys, JWTs, PEM private
+//!   keys) behind a keyword prefilter; [`ScanBodyLayer`](scan_body::ScanBodyLayer)
+//!   redacts them from response bodies or refuses the response with a 500.
+//! - [`LineRedactor`](log::LineRedactor) and, with the `fmt` feature,
+//!   [`RedactingMakeWriter`](log::RedactingMakeWriter): every line a
+//!   `tracing-subscriber` formatter writes, with configured fields and
+//!   secrets by format redacted.
 //!
 //! # Example
 //!
@@ -31,6 +40,11 @@
 //!
 //! Names (JSON keys, query parameters) are compared as [`SecretNames`]
 //! compares them: ASCII case folded, `-` and `_` ignored.
+//!
+//! # Features
+//! - `trace` (default): [`RedactingMakeSpan`] for tower-http's `TraceLayer`.
+//! - `fmt`: [`RedactingMakeWriter`](log::RedactingMakeWriter) for
+//!   `tracing-subscriber`.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

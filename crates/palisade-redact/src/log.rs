@@ -20,7 +20,7 @@
 //! path. A quoted value is redacted to its closing quote; an unquoted one to
 //! the next whitespace (so a value cannot end early and leak its rest). A
 //! line that starts with `{` is read as a JSON document and redacted with
-//! the [`JsonRedactor`](crate::JsonRedactor) (whole nested values
+//! the [`JsonRedactor`] (whole nested values
 //! included); if it is not valid JSON, the rest from the first invalid byte
 //! is dropped, as for bodies.
 
