@@ -520,10 +520,24 @@ impl SecurityHeaders {
         if let Some(hsts) = &hsts {
             base_https.insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
+        // Empty slots for the per-request policies, so that filling them
+        // never grows the map.
+        for policy in &nonce_policies {
+            for map in [&mut base, &mut base_https] {
+                map.insert(policy.name().clone(), HeaderValue::from_static(""));
+            }
+        }
+        let content_type_slot = !base.contains_key(http::header::CONTENT_TYPE);
+        if content_type_slot {
+            for map in [&mut base, &mut base_https] {
+                map.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(""));
+            }
+        }
         Ok(SecurityHeadersLayer::from_shared(Arc::new(Shared {
             base,
             base_https,
             has_hsts: hsts.is_some(),
+            content_type_slot,
             nonce_policies: nonce_policies.into_boxed_slice(),
             strip: strip.into_boxed_slice(),
             strip_first_bytes,

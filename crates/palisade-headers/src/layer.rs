@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{BufMut, BytesMut};
-use http::header::Entry;
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -41,6 +41,10 @@ impl NoncePolicy {
         }
     }
 
+    pub(crate) fn name(&self) -> &HeaderName {
+        &self.name
+    }
+
     /// The policy with `nonce`: one allocation. Without a nonce (the random
     /// source failed), `'nonce-'` stays empty, which browsers ignore: scripts
     /// that needed the nonce are blocked, never allowed.
@@ -66,6 +70,11 @@ pub(crate) struct Shared {
     pub(crate) base: HeaderMap,
     pub(crate) base_https: HeaderMap,
     pub(crate) has_hsts: bool,
+    /// Whether the base maps end with an empty `content-type` standing in
+    /// for the handler's: a clone of a `Vec` has no spare capacity, and
+    /// the handler's content type replacing a slot in place saves growing
+    /// the map on nearly every response. Removed when the handler has none.
+    pub(crate) content_type_slot: bool,
     pub(crate) nonce_policies: Box<[NoncePolicy]>,
     /// Sorted by name, for a binary search per response header.
     pub(crate) strip: Box<[HeaderName]>,
@@ -91,6 +100,10 @@ impl Shared {
     fn apply(&self, headers: &mut HeaderMap, https: bool, nonce: Option<&CspNonce>) {
         let base = if https { &self.base_https } else { &self.base };
         let handler = std::mem::replace(headers, base.clone());
+        let mut slot_filled = !self.content_type_slot;
+        // Whether the handler set each nonce policy's header itself (there
+        // are at most two: enforced and report-only).
+        let mut handler_set = [false; 2];
         // Values of one name come in a run: the first with its name, the
         // rest with None.
         let mut current: Option<HeaderName> = None;
@@ -98,11 +111,17 @@ impl Shared {
         for (name, value) in handler {
             match name {
                 Some(name) => {
-                    skip =
-                        self.is_stripped(&name) || (self.overriding && headers.contains_key(&name));
+                    let is_slot = self.content_type_slot && name == CONTENT_TYPE;
+                    skip = self.is_stripped(&name)
+                        || (self.overriding && !is_slot && headers.contains_key(&name));
                     if !skip {
                         // The handler's value replaces ours: kept by default.
                         headers.insert(&name, value);
+                        slot_filled |= is_slot;
+                        for (set, policy) in handler_set.iter_mut().zip(self.nonce_policies.iter())
+                        {
+                            *set |= policy.name == name;
+                        }
                     }
                     current = Some(name);
                 }
@@ -113,13 +132,16 @@ impl Shared {
                 }
             }
         }
-        for policy in self.nonce_policies.iter() {
-            if let Some(value) = policy.value(nonce) {
-                if self.overriding {
-                    headers.insert(&policy.name, value);
-                } else if let Entry::Vacant(entry) = headers.entry(&policy.name) {
-                    entry.insert(value);
-                }
+        if !slot_filled {
+            headers.remove(CONTENT_TYPE);
+        }
+        for (policy, handler_set) in self.nonce_policies.iter().zip(handler_set) {
+            if self.overriding || !handler_set {
+                // Replaces the empty slot of the base map in place.
+                match policy.value(nonce) {
+                    Some(value) => headers.insert(&policy.name, value),
+                    None => headers.remove(&policy.name),
+                };
             }
         }
     }
@@ -149,7 +171,12 @@ impl fmt::Debug for SecurityHeadersLayer {
         f.debug_struct("SecurityHeadersLayer")
             .field(
                 "headers",
-                &self.shared.base_https.keys().collect::<Vec<_>>(),
+                &self
+                    .shared
+                    .base_https
+                    .keys()
+                    .filter(|name| !self.shared.content_type_slot || **name != CONTENT_TYPE)
+                    .collect::<Vec<_>>(),
             )
             .field("nonce", &!self.shared.nonce_policies.is_empty())
             .field("overriding", &self.shared.overriding)

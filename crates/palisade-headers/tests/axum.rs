@@ -269,6 +269,11 @@ async fn handler_headers_are_kept_unless_overriding_is_chosen() {
         response.headers().get_all("x-frame-options").iter().count(),
         1
     );
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(response.body(), "embed");
 }
 
 #[tokio::test]
@@ -548,6 +553,8 @@ async fn layers_compose_in_service_builder_around_a_plain_service() {
         "https://api.example/v1?x=1"
     );
     assert_eq!(redirected.headers()["cache-control"], "no-store");
+    // No content type of our own on a response that has none.
+    assert!(!redirected.headers().contains_key("content-type"));
     assert!(
         !redirected
             .headers()
@@ -568,5 +575,61 @@ async fn layers_compose_in_service_builder_around_a_plain_service() {
     assert_eq!(
         served.into_body().collect().await.unwrap().to_bytes(),
         "plain"
+    );
+}
+
+#[tokio::test]
+async fn a_handlers_own_policy_wins_over_the_nonce_policy_unless_overriding() {
+    let policy = || ContentSecurityPolicy::new().script_src([Source::Nonce]);
+    let router = |layer: SecurityHeadersLayer| {
+        Router::new()
+            .route(
+                "/own",
+                get(|| async { ([("content-security-policy", "default-src 'none'")], "own") }),
+            )
+            .route("/none", get(|| async { StatusCode::NO_CONTENT }))
+            .layer(layer)
+    };
+    let keeping = spawn(router(
+        SecurityHeaders::new().csp(policy()).build().unwrap(),
+    ))
+    .await;
+    let response = get_with(keeping, "/own", &[]).await;
+    assert_eq!(
+        response.headers()["content-security-policy"],
+        "default-src 'none'"
+    );
+    assert_eq!(
+        response
+            .headers()
+            .get_all("content-security-policy")
+            .iter()
+            .count(),
+        1
+    );
+    let empty = get_with(keeping, "/none", &[]).await;
+    assert_eq!(empty.status(), StatusCode::NO_CONTENT);
+    assert!(!empty.headers().contains_key("content-type"));
+    let csp = empty.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("script-src 'nonce-") && csp.len() == "script-src 'nonce-'".len() + 24);
+
+    let overriding = SecurityHeaders::new()
+        .csp(policy())
+        .override_handler_headers()
+        .build()
+        .unwrap();
+    let addr = spawn(router(overriding)).await;
+    let response = get_with(addr, "/own", &[]).await;
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("script-src 'nonce-"), "{csp}");
+    assert_eq!(
+        response
+            .headers()
+            .get_all("content-security-policy")
+            .iter()
+            .count(),
+        1
     );
 }
