@@ -53,8 +53,16 @@ pub fn redact_body(data: &[u8]) {
     }
 }
 
+fn scanners() -> &'static (SecretScanner, LineRedactor) {
+    // Built once: an Aho-Corasick automaton per input would be most of the
+    // fuzzer's time.
+    static SCANNERS: std::sync::OnceLock<(SecretScanner, LineRedactor)> =
+        std::sync::OnceLock::new();
+    SCANNERS.get_or_init(|| (SecretScanner::default(), LineRedactor::new()))
+}
+
 fn scan_text(data: &[u8]) {
-    let scanner = SecretScanner::default();
+    let (scanner, lines) = scanners();
     let found = scanner.find(data);
     let mut last_end = 0;
     for finding in &found {
@@ -67,5 +75,5 @@ fn scan_text(data: &[u8]) {
         !scanner.contains_secret(&redacted),
         "a secret survived redaction"
     );
-    let _ = LineRedactor::new().redact_line(data);
+    let _ = lines.redact_line(data);
 }

@@ -240,9 +240,13 @@ impl Document {
                     // The hot loop: plain string bytes.
                     let start = i;
                     i = plain_string_end(input, i);
-                    if self.in_key {
+                    if self.in_key && !self.key_too_long {
                         for &b in &input[start..i] {
                             self.key_byte(b, longest);
+                            if self.key_too_long {
+                                // It can no longer match: stop reading it.
+                                break;
+                            }
                         }
                     }
                     match input.get(i) {
@@ -403,8 +407,11 @@ impl Document {
                     i += 1;
                 }
                 State::Number => {
-                    if matches!(byte, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                    if is_number_byte(byte) {
                         i += 1;
+                        while input.get(i).is_some_and(|&b| is_number_byte(b)) {
+                            i += 1;
+                        }
                     } else if self.value_done() {
                         // The terminator is read by the next state.
                         emit_from = i;
@@ -484,6 +491,11 @@ fn plain_string_end(input: &[u8], from: usize) -> usize {
         i += 1;
     }
     i
+}
+
+#[inline]
+fn is_number_byte(byte: u8) -> bool {
+    matches!(byte, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
 }
 
 #[inline]
