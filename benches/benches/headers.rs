@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum_helmet::{Helmet, HelmetLayer};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::header::{
     CONTENT_SECURITY_POLICY, REFERRER_POLICY, STRICT_TRANSPORT_SECURITY, X_CONTENT_TYPE_OPTIONS,
     X_DNS_PREFETCH_CONTROL, X_FRAME_OPTIONS, X_XSS_PROTECTION,
@@ -67,10 +67,11 @@ where
     }
 }
 
-fn bench_headers(c: &mut Criterion) {
-    let mut group = c.benchmark_group("headers_layer");
-    group.measurement_time(Duration::from_secs(3));
+/// One request through a contender.
+type MakeRequest = Box<dyn FnMut() -> Response<Body>>;
 
+/// The contenders, each as a closure making one request.
+fn contenders() -> Vec<(&'static str, MakeRequest)> {
     let ours = SecurityHeaders::helmet()
         .assume_https()
         .build()
@@ -83,7 +84,7 @@ fn bench_headers(c: &mut Criterion) {
     let theirs: HelmetLayer = Helmet::default()
         .try_into()
         .unwrap_or_else(|e| panic!("{e:?}"));
-    let stacked = ServiceBuilder::new()
+    let mut stacked = ServiceBuilder::new()
         .layer(set(CONTENT_SECURITY_POLICY, HELMET_CSP))
         .layer(set(
             HeaderName::from_static("cross-origin-opener-policy"),
@@ -109,33 +110,67 @@ fn bench_headers(c: &mut Criterion) {
         ))
         .layer(set(X_XSS_PROTECTION, "0"))
         .service_fn(ok);
-
     let mut bare = tower::service_fn(ok);
-    group.bench_function("bare service", |b| {
-        b.iter(|| black_box(call_once(&mut bare)))
-    });
     let mut palisade = ours.layer(tower::service_fn(ok));
     let mut palisade_nonce = ours_nonce.layer(tower::service_fn(ok));
-    let mut stacked = stacked;
     let mut helmet = theirs.layer(tower::service_fn(ok));
-    assert_eq!(call_once(&mut palisade).headers().len(), 13);
-    assert_eq!(call_once(&mut palisade_nonce).headers().len(), 13);
-    assert_eq!(call_once(&mut stacked).headers().len(), 13);
-    assert_eq!(call_once(&mut helmet).headers().len(), 13);
-    group.bench_function("palisade helmet()", |b| {
-        b.iter(|| black_box(call_once(&mut palisade)))
-    });
-    group.bench_function("palisade helmet() with CSP nonce", |b| {
-        b.iter(|| black_box(call_once(&mut palisade_nonce)))
-    });
-    group.bench_function("tower-http 12 stacked SetResponseHeader", |b| {
-        b.iter(|| black_box(call_once(&mut stacked)))
-    });
-    group.bench_function("axum-helmet", |b| {
-        b.iter(|| black_box(call_once(&mut helmet)))
-    });
+    vec![
+        ("bare service", Box::new(move || call_once(&mut bare))),
+        (
+            "palisade helmet()",
+            Box::new(move || call_once(&mut palisade)),
+        ),
+        (
+            "palisade helmet() with CSP nonce",
+            Box::new(move || call_once(&mut palisade_nonce)),
+        ),
+        (
+            "tower-http 12 stacked SetResponseHeader",
+            Box::new(move || call_once(&mut stacked)),
+        ),
+        ("axum-helmet", Box::new(move || call_once(&mut helmet))),
+    ]
+}
+
+fn bench_headers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("headers_layer");
+    group.measurement_time(Duration::from_secs(3));
+    for (name, mut call) in contenders() {
+        let expected = if name == "bare service" { 1 } else { 13 };
+        assert_eq!(call().headers().len(), expected, "{name}");
+        group.bench_function(name, |b| b.iter(|| black_box(call())));
+    }
     group.finish();
 }
 
+/// With `HEADERS_COUNT=<contender index>` and `HEADERS_ITERATIONS=n`, makes
+/// `n` requests through one contender and exits, for counting instructions
+/// with `perf stat -e instructions:u` (a count the load of a shared machine
+/// does not move; run once with 0 iterations to subtract the start-up).
+fn count_mode() -> bool {
+    let (Ok(index), Ok(iterations)) = (
+        std::env::var("HEADERS_COUNT"),
+        std::env::var("HEADERS_ITERATIONS"),
+    ) else {
+        return false;
+    };
+    let index: usize = index.parse().unwrap_or_else(|e| panic!("{e}"));
+    let iterations: u64 = iterations.parse().unwrap_or_else(|e| panic!("{e}"));
+    let mut contenders = contenders();
+    let (name, call) = &mut contenders[index];
+    for _ in 0..iterations {
+        black_box(call());
+    }
+    eprintln!("{name}: {iterations} requests");
+    true
+}
+
 criterion_group!(benches, bench_headers);
-criterion_main!(benches);
+
+fn main() {
+    if count_mode() {
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
