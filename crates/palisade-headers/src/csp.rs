@@ -171,7 +171,8 @@ impl Source {
     /// A scheme source, with or without its trailing colon (checked at
     /// build time).
     pub fn scheme(scheme: impl Into<String>) -> Self {
-        Source::Scheme(scheme.into())
+        let scheme = scheme.into();
+        Source::Scheme(scheme.trim().trim_end_matches(':').to_owned())
     }
 
     /// A SHA-256 hash source from the base64 digest (checked at build time).
@@ -390,6 +391,60 @@ impl ContentSecurityPolicy {
         self
     }
 
+    /// Reads a policy written as in the header (for configuration files):
+    /// keywords quoted (`'self'`), `'nonce'` for the per-request nonce,
+    /// hashes as `'sha256-…'`, schemes as `https:`, anything else a host.
+    /// Every value is then checked as if set through the builder, by
+    /// [`to_header_value`](Self::to_header_value) or at build.
+    ///
+    /// ```
+    /// use palisade_headers::csp::{ContentSecurityPolicy, Source};
+    ///
+    /// let policy = ContentSecurityPolicy::parse("default-src 'self'; script-src 'self' 'nonce' cdn.example.com; upgrade-insecure-requests")?;
+    /// assert_eq!(
+    ///     policy,
+    ///     ContentSecurityPolicy::new()
+    ///         .default_src([Source::SelfOrigin])
+    ///         .script_src([Source::SelfOrigin, Source::Nonce, Source::host("cdn.example.com")])
+    ///         .upgrade_insecure_requests()
+    /// );
+    /// # Ok::<(), palisade_core::ConfigError>(())
+    /// ```
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut policy = Self::new();
+        for directive in text.split(';') {
+            let mut tokens = directive.split_ascii_whitespace();
+            let Some(name) = tokens.next() else { continue };
+            let name = name.to_ascii_lowercase();
+            let values: Vec<&str> = tokens.collect();
+            let no_values = |policy: Self, entry: Entry| {
+                if values.is_empty() {
+                    Ok(policy.set(entry))
+                } else {
+                    Err(invalid(format!("{name} takes no value")))
+                }
+            };
+            policy = match name.as_str() {
+                "upgrade-insecure-requests" => no_values(policy, Entry::UpgradeInsecureRequests)?,
+                "block-all-mixed-content" => no_values(policy, Entry::BlockAllMixedContent)?,
+                "report-to" => match values.as_slice() {
+                    [group] => policy.report_to(*group),
+                    _ => return Err(invalid("report-to takes one group".into())),
+                },
+                "report-uri" => values.iter().fold(policy, |p, uri| p.report_uri(*uri)),
+                _ => {
+                    let directive = DIRECTIVES
+                        .iter()
+                        .copied()
+                        .find(|d| d.name() == name)
+                        .ok_or_else(|| invalid(format!("unknown directive {name:?}")))?;
+                    policy.directive(directive, values.iter().map(|v| parse_source(v)))
+                }
+            };
+        }
+        Ok(policy)
+    }
+
     /// Whether a directive has [`Source::Nonce`].
     pub fn uses_nonce(&self) -> bool {
         self.entries.iter().any(|e| match e {
@@ -508,6 +563,73 @@ impl CspTemplate {
     pub(crate) fn fixed_value(&self) -> Result<HeaderValue, ConfigError> {
         HeaderValue::try_from(self.parts.concat())
             .map_err(|_| ConfigError::invalid("csp", "the policy is not a valid header value"))
+    }
+}
+
+const DIRECTIVES: &[Directive] = &[
+    Directive::DefaultSrc,
+    Directive::ScriptSrc,
+    Directive::ScriptSrcElem,
+    Directive::ScriptSrcAttr,
+    Directive::StyleSrc,
+    Directive::StyleSrcElem,
+    Directive::StyleSrcAttr,
+    Directive::ImgSrc,
+    Directive::FontSrc,
+    Directive::ConnectSrc,
+    Directive::MediaSrc,
+    Directive::ObjectSrc,
+    Directive::FrameSrc,
+    Directive::ChildSrc,
+    Directive::WorkerSrc,
+    Directive::ManifestSrc,
+    Directive::FrameAncestors,
+    Directive::BaseUri,
+    Directive::FormAction,
+];
+
+/// One source as written in a policy; left to validation when it is none
+/// of the known forms (a quoted unknown keyword stays a host and is refused).
+fn parse_source(text: &str) -> Source {
+    let keyword = match text.to_ascii_lowercase().as_str() {
+        "'self'" => Some(Source::SelfOrigin),
+        "'none'" => Some(Source::None),
+        "'unsafe-inline'" => Some(Source::UnsafeInline),
+        "'unsafe-eval'" => Some(Source::UnsafeEval),
+        "'unsafe-hashes'" => Some(Source::UnsafeHashes),
+        "'strict-dynamic'" => Some(Source::StrictDynamic),
+        "'wasm-unsafe-eval'" => Some(Source::WasmUnsafeEval),
+        "'report-sample'" => Some(Source::ReportSample),
+        "'nonce'" => Some(Source::Nonce),
+        _ => None,
+    };
+    if let Some(keyword) = keyword {
+        return keyword;
+    }
+    if let Some(hash) = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
+        for (prefix, algorithm) in [
+            ("sha256-", HashAlgorithm::Sha256),
+            ("sha384-", HashAlgorithm::Sha384),
+            ("sha512-", HashAlgorithm::Sha512),
+        ] {
+            if let Some(digest) = hash.strip_prefix(prefix) {
+                return Source::Hash(algorithm, digest.to_owned());
+            }
+        }
+    }
+    let is_scheme = text.strip_suffix(':').is_some_and(|scheme| {
+        scheme
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    });
+    if is_scheme {
+        Source::scheme(text)
+    } else {
+        Source::Host(text.to_owned())
     }
 }
 
@@ -786,6 +908,36 @@ mod tests {
             policy.to_string(),
             "script-src 'nonce-{nonce}' 'strict-dynamic'; style-src 'self' 'nonce-{nonce}'"
         );
+    }
+
+    #[test]
+    fn written_policies_parse_into_the_same_typed_policy() {
+        let helmet = ContentSecurityPolicy::helmet().to_header_value().unwrap();
+        let parsed = ContentSecurityPolicy::parse(helmet.to_str().unwrap()).unwrap();
+        assert_eq!(parsed, ContentSecurityPolicy::helmet());
+        // helmet writes its policy without spaces after ';'.
+        let compact = helmet.to_str().unwrap().replace("; ", ";");
+        assert_eq!(
+            ContentSecurityPolicy::parse(&compact).unwrap(),
+            ContentSecurityPolicy::helmet()
+        );
+        let good = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        let parsed = ContentSecurityPolicy::parse(&format!(
+            "script-src 'nonce' 'sha256-{good}' 'strict-dynamic'; report-to csp; report-uri /r"
+        ))
+        .unwrap();
+        assert!(parsed.uses_nonce());
+        assert_eq!(
+            parsed.to_string(),
+            format!(
+                "script-src 'nonce-{{nonce}}' 'sha256-{good}' 'strict-dynamic'; report-to csp; report-uri /r"
+            )
+        );
+        assert!(ContentSecurityPolicy::parse("scripts-src 'self'").is_err());
+        assert!(ContentSecurityPolicy::parse("upgrade-insecure-requests 'self'").is_err());
+        let unknown_keyword =
+            ContentSecurityPolicy::parse("script-src 'unsafe-everything'").unwrap();
+        assert!(unknown_keyword.to_header_value().is_err());
     }
 
     /// The directive names of a rendered policy.
