@@ -8,6 +8,10 @@
 //!   body, `serde_json::from_slice::<Value>`, walk it replacing the values
 //!   of secret keys, `serde_json::to_vec`.
 //!
+//! Before criterion's groups, each document is also timed with the two
+//! approaches alternating (`interleaved ...` lines on stderr), which is
+//! fairer on a busy machine.
+//!
 //! Two documents: `api` (an array of 2,000 user records with nested
 //! profiles, secrets at several depths, escapes and numbers, ~1 MB) and
 //! `strings` (records dominated by long string values, ~1 MB).
@@ -17,7 +21,7 @@
 //! ```
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use palisade_redact::{Framing, JsonRedactor, REDACTED, SecretNames};
@@ -90,6 +94,34 @@ fn streaming(body: &[u8], names: &SecretNames, chunk: usize) -> Vec<u8> {
     out
 }
 
+/// Times the two approaches in alternation (one of each, 41 times) and
+/// prints the median throughput of each and their ratio. On a busy machine
+/// load comes and goes between criterion's groups; alternating exposes both
+/// approaches to the same load.
+fn interleaved(label: &str, body: &[u8], names: &SecretNames) {
+    let mut streaming_times = Vec::new();
+    let mut buffered_times = Vec::new();
+    for _ in 0..41 {
+        let start = Instant::now();
+        black_box(streaming(black_box(body), names, 16 * 1024));
+        streaming_times.push(start.elapsed());
+        let start = Instant::now();
+        black_box(buffered(black_box(body), names));
+        buffered_times.push(start.elapsed());
+    }
+    streaming_times.sort_unstable();
+    buffered_times.sort_unstable();
+    let mib_per_s = |time: Duration| body.len() as f64 / time.as_secs_f64() / (1024.0 * 1024.0);
+    let streaming_median = streaming_times[20];
+    let buffered_median = buffered_times[20];
+    eprintln!(
+        "interleaved {label}: streaming 16 KiB {:.0} MiB/s, serde_json buffered {:.0} MiB/s, ratio {:.1}x",
+        mib_per_s(streaming_median),
+        mib_per_s(buffered_median),
+        buffered_median.as_secs_f64() / streaming_median.as_secs_f64(),
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let names = SecretNames::default_body_keys();
     for (label, body) in [("api", api_document()), ("strings", strings_document())] {
@@ -99,6 +131,7 @@ fn bench(c: &mut Criterion) {
         let actual: Value =
             serde_json::from_slice(&streaming(&body, &names, 16 * 1024)).unwrap_or(Value::Null);
         assert_eq!(expected, actual, "the redactions differ");
+        interleaved(label, &body, &names);
 
         let mut group = c.benchmark_group(format!("redact_{label}"));
         group

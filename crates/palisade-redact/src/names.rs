@@ -60,6 +60,9 @@ pub const DEFAULT_QUERY_PARAMS: &[&str] = &[
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretNames {
     names: Arc<[Box<[u8]>]>,
+    /// The names again, by length: a key is compared only with the names
+    /// of its own length (this lookup runs once per JSON key).
+    by_len: Arc<[Vec<Box<[u8]>>]>,
     longest: usize,
 }
 
@@ -90,8 +93,15 @@ impl SecretNames {
             }
         }
         let longest = normalised.iter().map(|name| name.len()).max().unwrap_or(0);
+        let mut by_len: Vec<Vec<Box<[u8]>>> = vec![Vec::new(); longest + 1];
+        for name in &normalised {
+            if let Some(bucket) = by_len.get_mut(name.len()) {
+                bucket.push(name.clone());
+            }
+        }
         Self {
             names: normalised.into(),
+            by_len: by_len.into(),
             longest,
         }
     }
@@ -129,7 +139,9 @@ impl SecretNames {
     /// Whether an already normalised name is in the set.
     #[inline]
     pub(crate) fn contains_normalised(&self, name: &[u8]) -> bool {
-        self.names.iter().any(|known| **known == *name)
+        self.by_len
+            .get(name.len())
+            .is_some_and(|bucket| bucket.iter().any(|known| **known == *name))
     }
 
     /// The length of the longest normalised name: a name being read that
