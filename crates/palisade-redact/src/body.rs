@@ -12,7 +12,8 @@
 //!   (after) a decompression layer to redact such bodies, and any
 //!   compression layer outside it.
 //! - `Content-Length` is removed from a redacted response: the length
-//!   changes.
+//!   changes. A body that is empty from the start (`is_end_stream`, as for
+//!   HEAD, 204 and 304 responses) is left alone, headers included.
 //! - Invalid JSON fails safe: the rest of the invalid document is dropped
 //!   (see [`json`](crate::json)), and a warning (with no content) is logged
 //!   under the target `palisade::redact`.
@@ -179,10 +180,14 @@ where
         let this = self.project();
         let response = ready!(this.future.poll(cx))?;
         let (mut parts, body) = response.into_parts();
-        let redactor = framing_of(&parts.headers).map(|framing| {
-            JsonRedactor::new(this.config.names.clone(), framing)
-                .with_max_depth(this.config.max_depth)
-        });
+        // A body that is empty from the start (HEAD, 204, 304) has nothing
+        // to redact: its headers, `Content-Length` included, stay as they are.
+        let redactor = framing_of(&parts.headers)
+            .filter(|_| !body.is_end_stream())
+            .map(|framing| {
+                JsonRedactor::new(this.config.names.clone(), framing)
+                    .with_max_depth(this.config.max_depth)
+            });
         if redactor.is_some() {
             parts.headers.remove(CONTENT_LENGTH);
         }

@@ -202,3 +202,23 @@ async fn sensitive_headers_are_marked_on_requests_and_responses() {
         "{response_debug}"
     );
 }
+
+#[tokio::test]
+async fn empty_bodies_keep_their_headers() {
+    let service = tower::ServiceBuilder::new()
+        .layer(RedactBodyLayer::new())
+        .service_fn(|_: Request<Empty<Bytes>>| async {
+            let response = http::Response::builder()
+                .header(CONTENT_TYPE, "application/json")
+                .header(CONTENT_LENGTH, "42")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        });
+    let response = service
+        .oneshot(Request::head("/").body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()[CONTENT_LENGTH], "42");
+    assert!(!response.body().is_redacting());
+}
