@@ -48,10 +48,14 @@
 //! # Features
 //! - `axum`: [`CspNonce`] is an axum extractor (and `Option<CspNonce>`), and
 //!   axum's `ConnectInfo` is read as the peer address for trusted proxies.
+//! - `serde`: [`config::SecurityHeadersConfig`], the header set from a
+//!   configuration file.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clear_site_data;
+#[cfg(feature = "serde")]
+pub mod config;
 pub mod csp;
 pub mod headers;
 mod hsts;
