@@ -45,11 +45,13 @@
 //! - `trace` (default): [`RedactingMakeSpan`] for tower-http's `TraceLayer`.
 //! - `fmt`: [`RedactingMakeWriter`](log::RedactingMakeWriter) for
 //!   `tracing-subscriber`.
+//! - `serde`: deserialize [`RedactConfig`](config::RedactConfig).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod headers;
