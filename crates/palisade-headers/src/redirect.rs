@@ -361,6 +361,7 @@ mod tests {
     #![allow(clippy::expect_used, clippy::unwrap_used)]
 
     use super::*;
+    use proptest::strategy::Strategy as _;
 
     #[test]
     fn hosts_are_checked() {
@@ -401,6 +402,25 @@ mod tests {
     ) -> Result<HeaderValue, &'static str> {
         let request = Request::get(target).header(HOST, host).body(()).unwrap();
         layer.shared.location(&request)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_host_is_refused_or_redirected_to_itself(host in proptest::prop_oneof![
+            proptest::prelude::any::<Vec<u8>>(),
+            "[a-z0-9.:@/?#%\\[\\] -]{1,24}".prop_map(String::into_bytes),
+        ]) {
+            let layer = HttpsRedirectLayer::builder().build().unwrap();
+            let Ok(value) = http::HeaderValue::from_bytes(&host) else { return Ok(()) };
+            let request = Request::get("/p?q=1").header(HOST, value).body(()).unwrap();
+            if let Ok(location) = layer.shared.location(&request) {
+                let location: http::Uri = location.to_str().unwrap().parse().unwrap();
+                proptest::prop_assert_eq!(location.scheme_str(), Some("https"));
+                let authority = Authority::try_from(host.as_slice()).unwrap();
+                proptest::prop_assert_eq!(location.host(), Some(authority.host()));
+                proptest::prop_assert_eq!(location.path_and_query().map(|p| p.as_str()), Some("/p?q=1"));
+            }
+        }
     }
 
     #[test]
