@@ -633,3 +633,22 @@ async fn a_handlers_own_policy_wins_over_the_nonce_policy_unless_overriding() {
         1
     );
 }
+
+#[tokio::test]
+async fn redirect_works_as_a_route_layer_on_matched_routes_only() {
+    let router = Router::new()
+        .route("/secure", get(|| async { "secure" }))
+        .route_layer(HttpsRedirectLayer::builder().build().unwrap())
+        .layer(SecurityHeaders::helmet().build().unwrap());
+    let addr = spawn(router).await;
+    let response = get_with(addr, "/secure?x=1", &[]).await;
+    assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        response.headers()["location"],
+        "https://127.0.0.1/secure?x=1"
+    );
+    assert_eq!(response.headers()["x-frame-options"], "SAMEORIGIN");
+    let missing = get_with(addr, "/nowhere", &[]).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(missing.headers()["x-content-type-options"], "nosniff");
+}
