@@ -31,7 +31,7 @@ use palisade_core::ConfigError;
 use palisade_core::client_ip::ClientIpConfig;
 
 use crate::csp::ContentSecurityPolicy;
-use crate::{Hsts, PermissionsPolicy, SecurityHeaders, SecurityHeadersLayer};
+use crate::{Hsts, HttpsRedirectLayer, PermissionsPolicy, SecurityHeaders, SecurityHeadersLayer};
 
 /// The starting point of a configured header set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -202,6 +202,70 @@ impl SecurityHeadersConfig {
     }
 }
 
+/// An [`HttpsRedirectLayer`] as written in a configuration file:
+///
+/// ```toml
+/// exempt_paths = ["/health"]
+/// https_port = 8443
+/// allowed_hosts = ["example.com"]
+/// hsts = { max_age_secs = 31536000 }   # or send_hsts = false
+/// trusted_proxies = { trusted_proxies = ["10.0.0.0/8"] }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpsRedirectConfig {
+    /// Paths served over plain HTTP too.
+    pub exempt_paths: Vec<String>,
+    /// The HTTPS port (default 443).
+    pub https_port: Option<u16>,
+    /// Hosts redirected; empty: any well-formed host.
+    pub allowed_hosts: Vec<String>,
+    /// Whether HSTS is added on the HTTPS side (default true).
+    pub send_hsts: bool,
+    /// The HSTS policy (default one year with `includeSubDomains`).
+    pub hsts: Option<HstsConfig>,
+    /// Proxies whose `X-Forwarded-Proto` is believed.
+    pub trusted_proxies: Option<ClientIpConfig>,
+}
+
+impl Default for HttpsRedirectConfig {
+    fn default() -> Self {
+        Self {
+            exempt_paths: Vec::new(),
+            https_port: None,
+            allowed_hosts: Vec::new(),
+            send_hsts: true,
+            hsts: None,
+            trusted_proxies: None,
+        }
+    }
+}
+
+impl HttpsRedirectConfig {
+    /// Validates and builds the layer.
+    pub fn build(&self) -> Result<HttpsRedirectLayer, ConfigError> {
+        let mut builder = HttpsRedirectLayer::builder();
+        for path in &self.exempt_paths {
+            builder = builder.exempt_path(path.clone());
+        }
+        if let Some(port) = self.https_port {
+            builder = builder.https_port(port);
+        }
+        for host in &self.allowed_hosts {
+            builder = builder.allow_host(host.clone());
+        }
+        builder = match (self.send_hsts, &self.hsts) {
+            (false, _) => builder.without_hsts(),
+            (true, Some(hsts)) => builder.hsts(hsts.hsts()),
+            (true, None) => builder,
+        };
+        if let Some(proxies) = &self.trusted_proxies {
+            builder = builder.trust_proxies(proxies.build()?);
+        }
+        builder.build()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -255,6 +319,29 @@ mod tests {
             csp.starts_with("default-src 'none'; script-src 'nonce-"),
             "{csp}"
         );
+    }
+
+    #[test]
+    fn redirect_configuration_builds_and_is_validated() {
+        let config: HttpsRedirectConfig = toml::from_str(
+            r#"
+            exempt_paths = ["/health"]
+            https_port = 8443
+            allowed_hosts = ["example.com"]
+            send_hsts = false
+            trusted_proxies = { trusted_proxies = ["10.0.0.0/8"] }
+            "#,
+        )
+        .unwrap();
+        assert!(config.build().is_ok());
+        for bad in [
+            "exempt_paths = [\"health\"]",
+            "allowed_hosts = [\"a b\"]",
+            "hsts = { max_age_secs = 60, preload = true }",
+        ] {
+            let config: HttpsRedirectConfig = toml::from_str(bad).unwrap();
+            assert!(config.build().is_err(), "{bad}");
+        }
     }
 
     #[test]
