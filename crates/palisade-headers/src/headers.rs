@@ -586,3 +586,34 @@ fn reporting_endpoints(endpoints: &[(String, String)]) -> Result<HeaderValue, Co
     HeaderValue::try_from(value)
         .map_err(|_| ConfigError::invalid("reporting_endpoint", "not a valid header value"))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn presets_build_and_shortcuts_match_them() {
+        let request = http::Request::get("https://example.com/").body(()).unwrap();
+        for (shortcut, preset) in [
+            (SecurityHeadersLayer::helmet(), SecurityHeaders::helmet()),
+            (
+                SecurityHeadersLayer::owasp_strict(),
+                SecurityHeaders::owasp_strict(),
+            ),
+            (SecurityHeadersLayer::api(), SecurityHeaders::api()),
+        ] {
+            assert_eq!(
+                shortcut.headers_for(&request),
+                preset.build().unwrap().headers_for(&request)
+            );
+        }
+    }
+
+    #[test]
+    fn every_leaky_name_is_a_header_name_and_the_list_is_sorted() {
+        assert_eq!(SecurityHeaders::new().strip.len(), LEAKY_HEADERS.len());
+        assert!(LEAKY_HEADERS.windows(2).all(|w| w[0] < w[1]));
+    }
+}

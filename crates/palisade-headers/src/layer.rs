@@ -198,6 +198,17 @@ impl SecurityHeadersLayer {
         Self::from_preset(SecurityHeaders::helmet())
     }
 
+    /// The OWASP Secure Headers Project's set, as built by
+    /// [`SecurityHeaders::owasp_strict`].
+    pub fn owasp_strict() -> Self {
+        Self::from_preset(SecurityHeaders::owasp_strict())
+    }
+
+    /// The JSON API set, as built by [`SecurityHeaders::api`].
+    pub fn api() -> Self {
+        Self::from_preset(SecurityHeaders::api())
+    }
+
     fn from_preset(preset: SecurityHeaders) -> Self {
         preset
             .build()
