@@ -12,6 +12,10 @@
 //! approaches alternating (`interleaved ...` lines on stderr), which is
 //! fairer on a busy machine.
 //!
+//! Also `scan/palisade/scanner_redact_api` and `scan/palisade/scanner_no_keyword`:
+//! `SecretScanner` (secrets by format) over the `api` document and over
+//! plain text with no keyword.
+//!
 //! Two documents: `api` (an array of 2,000 user records with nested
 //! profiles, secrets at several depths, escapes and numbers, ~1 MB) and
 //! `strings` (records dominated by long string values, ~1 MB).
@@ -24,6 +28,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use palisade_redact::scan::SecretScanner;
 use palisade_redact::{Framing, JsonRedactor, REDACTED, SecretNames};
 use serde_json::{Value, json};
 
@@ -150,6 +155,27 @@ fn bench(c: &mut Criterion) {
         });
         group.finish();
     }
+
+    // Secret scanning by format over the same `api` document (its 2,000
+    // JWT-shaped access tokens are found and redacted) and over text with
+    // no keyword at all (the prefilter's one pass).
+    let scanner = SecretScanner::default();
+    let api = api_document();
+    let plain = "The quick brown fox jumps over the lazy dog. ".repeat(20_000);
+    let mut group = c.benchmark_group("scan");
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(20);
+    group.throughput(Throughput::Bytes(api.len() as u64));
+    group.bench_function("palisade/scanner_redact_api", |b| {
+        b.iter(|| black_box(scanner.redact(black_box(&api)).len()))
+    });
+    group.throughput(Throughput::Bytes(plain.len() as u64));
+    group.bench_function("palisade/scanner_no_keyword", |b| {
+        b.iter(|| black_box(scanner.find(black_box(plain.as_bytes())).len()))
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench);
