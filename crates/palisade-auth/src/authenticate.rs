@@ -342,7 +342,8 @@ where
         }
 
         // Find every credential before verifying any.
-        let mut checks: Vec<(Kind, Check)> = Vec::with_capacity(1);
+        // On the stack: at most one credential of each type.
+        let mut checks: smallvec::SmallVec<[(Kind, Check); 3]> = smallvec::SmallVec::new();
         let mut jwt_origin = None;
         let mut key_origin = None;
         if let Some((verifier, sources)) = &shared.jwt {

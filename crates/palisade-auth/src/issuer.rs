@@ -254,13 +254,25 @@ fn normalise_type(typ: &str) -> String {
 impl Rules {
     /// Checks the claims of a token whose signature verified, at `now`
     /// (seconds since the epoch). Returns `exp`.
+    #[cfg(test)]
     pub(crate) fn check(
         &self,
         claims: &Map<String, Value>,
         typ: Option<&str>,
         now: u64,
     ) -> Result<u64, AuthFailure> {
-        let registered = claims::registered(claims)?;
+        self.check_registered(&claims::registered(claims)?, claims, typ, now)
+    }
+
+    /// [`check`](Self::check) with the registered claims already read (the
+    /// verifier reads them once and keeps `iat`).
+    pub(crate) fn check_registered(
+        &self,
+        registered: &claims::Registered,
+        claims: &Map<String, Value>,
+        typ: Option<&str>,
+        now: u64,
+    ) -> Result<u64, AuthFailure> {
         let exp = registered.exp.ok_or(AuthFailure::MissingExpiry)?;
         if now >= exp.saturating_add(self.leeway) {
             return Err(AuthFailure::Expired);

@@ -567,12 +567,21 @@ impl JwtVerifier {
             _ => return Step::Failed(AuthFailure::BadSignature),
         }
         let unix_now = inner.clock.unix_time().as_secs();
-        let exp = match issuer.rules.check(&claims, header.typ.as_deref(), unix_now) {
+        let registered = match claims::registered(&claims) {
+            Ok(registered) => registered,
+            Err(failure) => return Step::Failed(failure),
+        };
+        let exp = match issuer.rules.check_registered(
+            &registered,
+            &claims,
+            header.typ.as_deref(),
+            unix_now,
+        ) {
             Ok(exp) => exp,
             Err(failure) => return Step::Failed(failure),
         };
         let jti = claims::jti(&claims).map(Arc::<str>::from);
-        let issued_at = claims::registered(&claims).ok().and_then(|r| r.iat);
+        let issued_at = registered.iat;
         let mapping = issuer.mapping.as_ref().unwrap_or(&inner.mapping);
         // The key's id, not the token's: a key without an id may have
         // served a token naming any kid.

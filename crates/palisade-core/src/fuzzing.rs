@@ -72,3 +72,23 @@ pub fn forwarding_headers(data: &[u8]) {
         (ip, key) => panic!("key {key} of another family than {ip}"),
     }
 }
+
+/// Every input kept for a fuzz target: its corpus (`fuzz/corpus/<target>/`)
+/// and its saved crashes (`fuzz/regressions/<target>/`), sorted. The tests of
+/// every crate replay them through the same harness the target runs.
+pub fn corpus_inputs(target: &str) -> Vec<std::path::PathBuf> {
+    let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let mut files = Vec::new();
+    for dir in ["corpus", "regressions"] {
+        if let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) {
+            files.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file()),
+            );
+        }
+    }
+    files.sort();
+    files
+}

@@ -4,23 +4,10 @@
 //! harness the fuzz target runs, so every input a fuzzer ever kept is
 //! checked by the ordinary test command.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn inputs(target: &str) -> Vec<PathBuf> {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut files = Vec::new();
-    for dir in ["corpus", "regressions"] {
-        if let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) {
-            files.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.is_file()),
-            );
-        }
-    }
-    files.sort();
-    files
+    palisade_core::fuzzing::corpus_inputs(target)
 }
 
 #[test]
