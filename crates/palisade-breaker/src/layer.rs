@@ -581,7 +581,12 @@ impl<S, F> CircuitBreaker<S, F> {
 }
 
 /// Records an outcome for a call, announcing any change of state.
-pub(crate) fn finish(shared: &Shared, target: &Target, ticket: crate::machine::Ticket, outcome: Outcome) {
+pub(crate) fn finish(
+    shared: &Shared,
+    target: &Target,
+    ticket: crate::machine::Ticket,
+    outcome: Outcome,
+) {
     let breaker = match target {
         Target::Shared => &shared.breaker,
         Target::Keyed(entry) => &entry.breaker,

@@ -184,7 +184,9 @@ impl Word {
 
     #[inline]
     fn pack(self) -> u64 {
-        self.kind | (u64::from(self.generation) & GENERATION_MASK) << 2 | self.until_ms << UNTIL_SHIFT
+        self.kind
+            | (u64::from(self.generation) & GENERATION_MASK) << 2
+            | self.until_ms << UNTIL_SHIFT
     }
 
     fn next(self, kind: u64, until_ms: u64) -> Word {
@@ -418,9 +420,9 @@ impl Breaker {
     ) -> Option<Transition> {
         let needs_now = ticket.started.is_some() || self.window.needs_time();
         let now = if needs_now { clock.now() } else { Nanos::ZERO };
-        let slow = ticket
-            .started
-            .is_some_and(|started| now.as_u64().saturating_sub(started.as_u64()) >= self.policy.slow_call_nanos);
+        let slow = ticket.started.is_some_and(|started| {
+            now.as_u64().saturating_sub(started.as_u64()) >= self.policy.slow_call_nanos
+        });
         if ticket.probe {
             return self.record_probe(ticket, outcome, slow, clock);
         }
@@ -453,7 +455,11 @@ impl Breaker {
             }
         }
         let totals = self.window.record(Sample { failure, slow }, now);
-        if consecutive_trip || self.policy.trips(totals.calls, totals.failures, totals.slow) {
+        if consecutive_trip
+            || self
+                .policy
+                .trips(totals.calls, totals.failures, totals.slow)
+        {
             return self.open(word, clock.now());
         }
         None
@@ -543,7 +549,12 @@ impl Breaker {
         let until = ms_ceil(now.saturating_add(duration).as_u64());
         let open = from.next(KIND_OPEN, until);
         self.word
-            .compare_exchange(from.pack(), open.pack(), Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                from.pack(),
+                open.pack(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .ok()?;
         self.opens.fetch_add(1, Ordering::AcqRel);
         Some(Transition {
@@ -562,7 +573,12 @@ impl Breaker {
         self.window.clear();
         self.consecutive_failures.store(0, Ordering::Release);
         self.word
-            .compare_exchange(from.pack(), closed.pack(), Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                from.pack(),
+                closed.pack(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .ok()?;
         self.opens.store(0, Ordering::Release);
         Some(Transition {

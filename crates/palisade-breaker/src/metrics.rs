@@ -24,9 +24,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new(name: &str) -> Self {
-        let calls = |outcome: &'static str| {
-            counter!("palisade_breaker_calls_total", "breaker" => name.to_owned(), "outcome" => outcome)
-        };
+        let calls = |outcome: &'static str| counter!("palisade_breaker_calls_total", "breaker" => name.to_owned(), "outcome" => outcome);
         Self {
             name: name.to_owned(),
             success: calls("success"),

@@ -235,7 +235,10 @@ impl BreakerPolicyBuilder {
             if rate > 0.0 && rate <= 1.0 {
                 Ok((rate * 1_000_000.0).round() as u32)
             } else {
-                Err(ConfigError::invalid(name, "a rate is above 0 and at most 1"))
+                Err(ConfigError::invalid(
+                    name,
+                    "a rate is above 0 and at most 1",
+                ))
             }
         };
         if let Some(failure_rate) = self.failure_rate {
@@ -360,7 +363,11 @@ mod tests {
             panic!("valid policy")
         };
         let draws: Vec<Duration> = (0..200).map(|d| policy.open_duration(0, d)).collect();
-        assert!(draws.iter().all(|d| *d >= Duration::from_secs(5) && *d <= Duration::from_secs(10)));
+        assert!(
+            draws
+                .iter()
+                .all(|d| *d >= Duration::from_secs(5) && *d <= Duration::from_secs(10))
+        );
         // Spread, not constant.
         let min = draws.iter().min().copied().unwrap_or_default();
         let max = draws.iter().max().copied().unwrap_or_default();
@@ -386,7 +393,12 @@ mod tests {
         assert!(BreakerPolicy::builder().failure_rate(0.0).build().is_err());
         assert!(BreakerPolicy::builder().failure_rate(1.5).build().is_err());
         assert!(BreakerPolicy::builder().no_failure_rate().build().is_err());
-        assert!(BreakerPolicy::builder().half_open_probes(0).build().is_err());
+        assert!(
+            BreakerPolicy::builder()
+                .half_open_probes(0)
+                .build()
+                .is_err()
+        );
         assert!(
             BreakerPolicy::builder()
                 .open_duration(Duration::from_secs(10))
@@ -394,7 +406,12 @@ mod tests {
                 .build()
                 .is_err()
         );
-        assert!(BreakerPolicy::builder().backoff_multiplier(0.5).build().is_err());
+        assert!(
+            BreakerPolicy::builder()
+                .backoff_multiplier(0.5)
+                .build()
+                .is_err()
+        );
         assert!(BreakerPolicy::builder().jitter(2.0).build().is_err());
         assert!(
             BreakerPolicy::builder()

@@ -111,7 +111,10 @@ pub(crate) enum Recorder {
 impl fmt::Debug for Recorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Recorder::Count(w) => f.debug_struct("CountWindow").field("calls", &w.slots.len()).finish(),
+            Recorder::Count(w) => f
+                .debug_struct("CountWindow")
+                .field("calls", &w.slots.len())
+                .finish(),
             Recorder::Time(w) => f
                 .debug_struct("TimeWindow")
                 .field("buckets", &w.buckets.len())

@@ -125,8 +125,8 @@ impl Model {
     }
 
     fn record(&mut self, ticket: ModelTicket, outcome: Outcome, now: u64) {
-        let slow = self.policy.slow_call.is_some()
-            && now - ticket.started >= self.policy.slow_call_nanos;
+        let slow =
+            self.policy.slow_call.is_some() && now - ticket.started >= self.policy.slow_call_nanos;
         if ticket.generation != self.generation {
             return;
         }
@@ -412,7 +412,10 @@ fn a_dropped_probe_gives_its_slot_back() {
     let probe = ticket(&breaker, &clock);
     assert!(probe.is_probe());
     // The only slot is taken.
-    assert_eq!(breaker.acquire(&clock).ticket.err(), Some(PROBES_BUSY_RETRY));
+    assert_eq!(
+        breaker.acquire(&clock).ticket.err(),
+        Some(PROBES_BUSY_RETRY)
+    );
     breaker.release(probe);
     let probe = ticket(&breaker, &clock);
     assert!(probe.is_probe());
@@ -514,12 +517,11 @@ fn many_threads_open_once_and_probe_within_the_bound() {
             let opened = opened.clone();
             std::thread::spawn(move || {
                 for _ in 0..1_000 {
-                    if let Ok(t) = breaker.acquire(&clock).ticket {
-                        if let Some(transition) = breaker.record(t, Outcome::Failure, &clock) {
-                            if transition.to == State::Open {
-                                opened.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+                    if let Ok(t) = breaker.acquire(&clock).ticket
+                        && let Some(transition) = breaker.record(t, Outcome::Failure, &clock)
+                        && transition.to == State::Open
+                    {
+                        opened.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             })
