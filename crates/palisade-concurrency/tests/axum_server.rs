@@ -162,7 +162,7 @@ async fn a_client_that_goes_away_gives_its_permit_back() {
         .unwrap();
     let addr = serve(
         Router::new()
-            .route("/hang", get(|| std::future::pending::<&'static str>()))
+            .route("/hang", get(std::future::pending::<&'static str>))
             .route("/endless", get(endless))
             .route("/quick", get(|| async { "ok" }))
             .layer(layer.clone()),

@@ -190,7 +190,7 @@ proptest! {
                     let mut held = Vec::new();
                     for _ in 0..operations {
                         let mut request = request(0);
-                        if xorshift(&mut state) % 2 == 0 {
+                        if xorshift(&mut state).is_multiple_of(2) {
                             *request.uri_mut() = "/bulk".parse().unwrap();
                         }
                         let response = service.call(request).now_or_never().unwrap().unwrap();
