@@ -18,6 +18,17 @@
 //!   the limit shrinks in proportion, and it grows by a small queue
 //!   allowance otherwise. Needs no threshold.
 //!
+//! # What is measured
+//!
+//! A request's latency runs from its admission to the moment the inner
+//! service returns the response headers (or an error), read on the layer's
+//! injectable [`Clock`](palisade_core::clock::Clock). Not to the end of the
+//! body: how long a body takes depends on the client's reading speed and on
+//! how long a stream is meant to last, neither of which says anything about
+//! queueing in the service, and one slow reader would shrink the limit for
+//! everyone. The request's *place* is still held until the body ends, so
+//! long streams count against the limit; they just do not skew the signal.
+//!
 //! ```
 //! use palisade_concurrency::adaptive::{Gradient2, LimitAlgorithm, Window};
 //! use std::time::Duration;
