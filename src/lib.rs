@@ -29,6 +29,12 @@ pub use palisade_headers as headers;
 #[cfg(feature = "redact")]
 pub use palisade_redact as redact;
 
+#[cfg(feature = "concurrency")]
+pub use palisade_concurrency as concurrency;
+
+#[cfg(feature = "breaker")]
+pub use palisade_breaker as breaker;
+
 #[doc = include_str!("../docs/architecture.md")]
 pub mod architecture {}
 
@@ -38,3 +44,7 @@ pub mod benchmarks {}
 #[cfg(feature = "auth")]
 #[doc = include_str!("../docs/auth.md")]
 pub mod auth_guide {}
+
+#[cfg(feature = "breaker")]
+#[doc = include_str!("../docs/breaker.md")]
+pub mod breaker_guide {}
