@@ -29,7 +29,8 @@
 //!   at quota / instances, and token revocation checks fail closed (503);
 //! - `TOKEN_TTL_SECONDS`: access token lifetime (default 900);
 //! - `OIDC_ISSUER` and `OIDC_AUDIENCE`: also accept tokens of this identity
-//!   provider, its keys found through OIDC discovery.
+//!   provider, its keys found through OIDC discovery;
+//! - `CONCURRENCY_PER_IP`: requests in flight per client address (default 64).
 //!
 //! Authentication: a development issuer (an ES256 key made at start-up)
 //! signs the gateway's own tokens; the gateway prints one per role when it
@@ -71,14 +72,29 @@
 //! - `GET /ws?ticket=...`: a WebSocket echo that closes when the token that
 //!   minted the ticket expires.
 //!
+//! - `GET /api/inventory`: a token or key (viewer and up); the handler calls
+//!   an in-process "inventory" upstream through a circuit breaker: while the
+//!   upstream fails (503), the breaker opens after a few failures and
+//!   answers at once with 503 + `Retry-After` (problem type
+//!   `circuit-open`) until a probe finds the upstream back;
+//! - `GET /api/admin/inventory`, `PUT /api/admin/inventory`
+//!   (`{"failing": true}`): read or set the upstream's failure switch and
+//!   read the breaker's state (admin, from an admin network).
+//!
 //! Limits: a per-client-address policy on every route but `/health` and
 //! CORS preflights (`RateLimit` fields on every response), per-principal
 //! tiers on `/api` (admin unlimited, operator 600/min, viewer 300/min), and
 //! a failed-login policy that counts only 401 answers of `/auth/*`.
+//!
+//! Concurrency: an adaptive global limit (Gradient2, 32 to 2,048 in flight)
+//! sheds ordinary traffic first and keeps its last tenth for `/health` and
+//! `/api/admin`; at most `CONCURRENCY_PER_IP` (default 64) requests in
+//! flight per client address, and 16 per principal on `/api`, each held
+//! until the response body ends.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -102,6 +118,9 @@ use palisade::auth::remote::RemoteOptions;
 use palisade::auth::revocation::{MemoryRevocationStore, RedisRevocationStore, RevocationStore};
 use palisade::auth::ticket::{MemoryTicketStore, WsTickets};
 use palisade::auth::{Issuer, JwtAuthLayer, JwtVerifier, RedisRefreshStore, RedisTicketStore};
+use palisade::breaker::{BreakerHandle, BreakerPolicy, CircuitBreakerLayer, Window};
+use palisade::concurrency::adaptive::Gradient2;
+use palisade::concurrency::{ConcurrencyLimitLayer, LoadShedLayer, MissingKey};
 use palisade::core::Rejection;
 use palisade::core::client_ip::{ClientIp, ClientIpLayer, ClientIpResolver};
 use palisade::core::guard::{GuardLayer, RequestHead};
@@ -115,7 +134,8 @@ use palisade::ratelimit::{
 use palisade::redact::{RedactBodyLayer, RedactingMakeSpan, SensitiveHeadersLayer};
 use palisade::redis::{RedisConfig, RedisConnection};
 use serde::{Deserialize, Serialize};
-use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer as _, ServiceBuilder, ServiceExt as _};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -444,6 +464,92 @@ async fn echo(mut socket: WebSocket, principal: Principal) {
     }
 }
 
+/// The in-process "inventory" upstream and the breaker-guarded client the
+/// handler calls it through.
+#[derive(Clone)]
+struct Inventory {
+    client: BoxCloneSyncService<axum::extract::Request, Response, std::convert::Infallible>,
+    failing: Arc<AtomicBool>,
+    breaker: BreakerHandle,
+}
+
+impl Inventory {
+    fn new(policy: BreakerPolicy) -> Result<Self, Box<dyn std::error::Error>> {
+        let failing = Arc::new(AtomicBool::new(false));
+        let upstream = tower::service_fn({
+            let failing = failing.clone();
+            move |_request: axum::extract::Request| {
+                let failing = failing.load(Ordering::Relaxed);
+                async move {
+                    // A real upstream in trouble: slow to say so, then 503.
+                    if failing {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        return Ok::<_, std::convert::Infallible>(
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                Json(serde_json::json!({"error": "inventory is down"})),
+                            )
+                                .into_response(),
+                        );
+                    }
+                    Ok(
+                        Json(serde_json::json!({"items": [{"sku": "scanner-1", "stock": 7}]}))
+                            .into_response(),
+                    )
+                }
+            }
+        });
+        let breaker = CircuitBreakerLayer::builder("inventory")
+            .policy(policy)
+            .build()?;
+        let handle = breaker.handle();
+        let client = breaker
+            .layer(upstream)
+            .map_response(|response| response.map(axum::body::Body::new));
+        Ok(Self {
+            client: BoxCloneSyncService::new(client),
+            failing,
+            breaker: handle,
+        })
+    }
+}
+
+/// Calls the upstream through the breaker: its answer, or the breaker's
+/// refusal (503 + Retry-After) while it is open.
+async fn inventory(State(inventory): State<Inventory>) -> Response {
+    let request = axum::extract::Request::new(axum::body::Body::empty());
+    match inventory.client.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamSwitch {
+    failing: bool,
+}
+
+fn inventory_status(inventory: &Inventory) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "failing": inventory.failing.load(Ordering::Relaxed),
+        "breaker": inventory.breaker.state().as_str(),
+    }))
+}
+
+async fn inventory_switch_get(State(inventory): State<Inventory>) -> Json<serde_json::Value> {
+    inventory_status(&inventory)
+}
+
+async fn inventory_switch_put(
+    State(inventory): State<Inventory>,
+    body: Result<Json<UpstreamSwitch>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, Rejection> {
+    let Json(switch) = body.map_err(json_rejection)?;
+    inventory.failing.store(switch.failing, Ordering::Relaxed);
+    Ok(inventory_status(&inventory))
+}
+
 async fn jwks(State(auth): State<AuthState>) -> Response {
     auth.issuer
         .jwks_response()
@@ -721,8 +827,10 @@ pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::err
         .build()?;
     let roles = RolePermissions::admin_operator_viewer();
     let read = RequirePermission::new(roles.clone(), RolePermissions::READ)?;
+    let read_inventory = read.clone();
     let create = RequirePermission::new(roles.clone(), RolePermissions::CREATE)?;
     let delete = RequirePermission::new(roles, RolePermissions::DELETE)?;
+    let delete_inventory = delete.clone();
     let auth_state = AuthState {
         issuer: issuer.clone(),
         refresh,
@@ -790,6 +898,49 @@ pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::err
         ),
     )?;
 
+    // Concurrency: per client address before authentication, per principal
+    // after it; each place held until the response body ends.
+    let per_ip_concurrency = ConcurrencyLimitLayer::builder()
+        .key(KeyFn::ClientIp)
+        .max_in_flight(config.concurrency_per_ip)
+        .exempt_path("/health")
+        .build()?;
+    let per_principal_concurrency = ConcurrencyLimitLayer::builder()
+        .key(KeyFn::Subject)
+        .max_in_flight(16)
+        // Only after authentication: a request without a principal never
+        // gets this far.
+        .missing_key(MissingKey::Refuse)
+        .build()?;
+    // Global: an adaptive limit that sheds ordinary traffic first, keeping
+    // the last tenth of its capacity for health checks and admin routes.
+    let shed = LoadShedLayer::builder()
+        .name("gateway")
+        .adaptive(
+            Gradient2::builder()
+                .initial_limit(256)
+                .min_limit(32)
+                .max_limit(2_048)
+                .build()?,
+        )
+        .class("critical", 100)
+        .class("default", 90)
+        .default_class("default")
+        .route_prefix("/health", "critical")
+        .route_prefix("/api/admin", "critical")
+        .build()?;
+    let inventory_upstream = Inventory::new(
+        BreakerPolicy::builder()
+            .window(Window::count(20))
+            .failure_rate(0.5)
+            .minimum_calls(5)
+            .half_open_probes(2)
+            .open_duration(config.breaker_open)
+            .max_open_duration(config.breaker_open * 8)
+            .build()?,
+    )?;
+    let admin_inventory = admin_networks(config.admin_networks.clone());
+
     // Reading needs `read` (viewer and up), creating `create` (operator and
     // up), deleting `delete` (admin) from an admin network. Route layers
     // run last-added first: authentication, then the per-principal budget,
@@ -809,9 +960,22 @@ pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::err
                     .route_layer(delete),
             ),
         )
+        .with_state(Scans::default())
+        .merge(
+            Router::new()
+                .route("/api/inventory", get(inventory).route_layer(read_inventory))
+                .route(
+                    "/api/admin/inventory",
+                    get(inventory_switch_get)
+                        .put(inventory_switch_put)
+                        .route_layer(admin_inventory)
+                        .route_layer(delete_inventory),
+                )
+                .with_state(inventory_upstream),
+        )
+        .route_layer(per_principal_concurrency)
         .route_layer(per_principal)
-        .route_layer(authenticate)
-        .with_state(Scans::default());
+        .route_layer(authenticate);
 
     let public_auth = Router::new()
         .route("/auth/login", axum::routing::post(login))
@@ -852,6 +1016,8 @@ pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::err
         .merge(auth)
         .fallback(not_found)
         .layer(per_ip)
+        .layer(per_ip_concurrency)
+        .layer(shed)
         .layer(
             ServiceBuilder::new()
                 .layer(security_headers)
@@ -897,6 +1063,9 @@ pub(crate) struct Config {
     pub(crate) oidc_issuer: Option<String>,
     pub(crate) oidc_audience: Option<String>,
     pub(crate) api_key_pepper: Option<String>,
+    pub(crate) concurrency_per_ip: u32,
+    /// How long the inventory breaker first stays open.
+    pub(crate) breaker_open: Duration,
 }
 
 fn list(name: &str, default: &str) -> Vec<String> {
@@ -958,6 +1127,15 @@ impl Config {
             api_key_pepper: std::env::var("API_KEY_PEPPER")
                 .ok()
                 .filter(|v| !v.is_empty()),
+            concurrency_per_ip: match std::env::var("CONCURRENCY_PER_IP") {
+                Ok(n) => {
+                    n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("CONCURRENCY_PER_IP={n:?} is not a positive number")
+                    })?
+                }
+                Err(_) => 64,
+            },
+            breaker_open: Duration::from_secs(5),
             instances: match std::env::var("GATEWAY_INSTANCES") {
                 Ok(n) => n
                     .parse()
@@ -1025,6 +1203,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "  curl -i -X POST {base}/auth/ws-ticket -H \"authorization: Bearer $VIEWER_TOKEN\"   # then ws://.../ws?ticket=..."
+    );
+    println!(
+        "  curl -i {base}/api/inventory -H \"authorization: Bearer $VIEWER_TOKEN\"   # through a circuit breaker"
+    );
+    println!(
+        "  curl -i -X PUT {base}/api/admin/inventory -H \"authorization: Bearer $ADMIN_TOKEN\" -H 'content-type: application/json' -d '{{\"failing\":true}}'"
+    );
+    println!(
+        "       # then /api/inventory fails (503) until the breaker opens: 503 circuit-open with Retry-After"
     );
     println!("  curl -i {base}/nope                           # problem+json 404");
     println!(

@@ -29,6 +29,8 @@ async fn the_nonce_script_runs_and_the_other_is_blocked_and_reported() {
         oidc_issuer: None,
         oidc_audience: None,
         api_key_pepper: None,
+        concurrency_per_ip: 64,
+        breaker_open: Duration::from_secs(5),
     };
     let built = gateway::gateway(&config).await.expect("gateway");
     let reports = built.csp_reports.clone();

@@ -66,6 +66,8 @@ async fn serve_with_ttl(
         oidc_issuer: None,
         oidc_audience: None,
         api_key_pepper: None,
+        concurrency_per_ip: 64,
+        breaker_open: std::time::Duration::from_millis(400),
     };
     let built = gateway::gateway(&config).await.expect("gateway");
     let bearer = |role: &str| {
@@ -468,6 +470,8 @@ async fn the_api_needs_a_valid_token_and_delete_needs_the_admin_role() {
             oidc_issuer: None,
             oidc_audience: None,
             api_key_pepper: None,
+            concurrency_per_ip: 64,
+            breaker_open: std::time::Duration::from_secs(5),
         })
         .await
         .expect("another gateway");
@@ -823,4 +827,149 @@ async fn secrets_leave_redacted_and_every_response_carries_the_security_headers(
                 .is_none()
         );
     }
+}
+
+#[tokio::test]
+async fn the_inventory_breaker_opens_on_upstream_failures_and_recovers_after_a_probe() {
+    let (addr, tokens) = serve(&["127.0.0.0/8"], &[]).await;
+    let viewer = [("authorization", tokens.viewer.as_str())];
+    let admin = [
+        ("authorization", tokens.admin.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let inventory = || request(addr, "GET", "/api/inventory", &viewer, "");
+    assert_eq!(inventory().await.status(), 200);
+
+    // Only an admin flips the upstream's failure switch.
+    let denied = request(
+        addr,
+        "PUT",
+        "/api/admin/inventory",
+        &[
+            ("authorization", tokens.viewer.as_str()),
+            ("content-type", "application/json"),
+        ],
+        r#"{"failing":true}"#,
+    )
+    .await;
+    assert_eq!(denied.status(), 403);
+    let switched = request(
+        addr,
+        "PUT",
+        "/api/admin/inventory",
+        &admin,
+        r#"{"failing":true}"#,
+    )
+    .await;
+    assert_eq!(switched.status(), 200);
+
+    // The upstream's own 503s, until the breaker has seen enough of them.
+    let mut upstream_failures = 0;
+    let refused = loop {
+        let response = inventory().await;
+        assert_eq!(response.status(), 503);
+        if response.headers().contains_key("retry-after") {
+            break response;
+        }
+        upstream_failures += 1;
+        assert!(upstream_failures <= 5, "the breaker never opened");
+    };
+    // One success and four failures: five calls (the minimum), 80 % failed.
+    assert_eq!(upstream_failures, 4);
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = serde_json::from_slice(refused.body()).expect("json");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("circuit-open"))
+    );
+    // Refusals carry the security headers like any response.
+    assert!(refused.headers().contains_key("content-security-policy"));
+    let state = request(addr, "GET", "/api/admin/inventory", &admin, "").await;
+    let state: serde_json::Value = serde_json::from_slice(state.body()).expect("json");
+    assert_eq!(state["breaker"], "open");
+
+    // The upstream recovers; after the open duration, probes close the breaker.
+    request(
+        addr,
+        "PUT",
+        "/api/admin/inventory",
+        &admin,
+        r#"{"failing":false}"#,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    for _ in 0..2 {
+        assert_eq!(inventory().await.status(), 200);
+    }
+    let state = request(addr, "GET", "/api/admin/inventory", &admin, "").await;
+    let state: serde_json::Value = serde_json::from_slice(state.body()).expect("json");
+    assert_eq!(state["breaker"], "closed");
+}
+
+#[tokio::test]
+async fn requests_over_the_per_address_concurrency_limit_are_refused_with_429() {
+    let config = gateway::Config {
+        port: 0,
+        rate_per_minute: 1_000,
+        demo_password: "x".to_owned(),
+        redis_url: None,
+        instances: std::num::NonZeroU32::MIN,
+        trusted_proxies: Vec::new(),
+        admin_networks: Vec::new().into(),
+        cors_origins: Vec::new(),
+        token_ttl: std::time::Duration::from_secs(900),
+        oidc_issuer: None,
+        oidc_audience: None,
+        api_key_pepper: None,
+        concurrency_per_ip: 1,
+        breaker_open: std::time::Duration::from_secs(5),
+    };
+    let built = gateway::gateway(&config).await.expect("gateway");
+    let addr = common::spawn_axum(built.router).await;
+
+    // A request whose body never finishes holds the address's only place.
+    use tokio::io::AsyncWriteExt;
+    let mut held = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    held.write_all(
+        b"POST /auth/login HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .await
+    .expect("write");
+    let mut refused = None;
+    for _ in 0..100 {
+        let response = request(addr, "GET", "/nope", &[], "").await;
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let refused = refused.expect("the second request is refused while the first is in flight");
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = serde_json::from_slice(refused.body()).expect("json");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("too-many-concurrent-requests"))
+    );
+    // Health checks are exempt.
+    assert_eq!(request(addr, "GET", "/health", &[], "").await.status(), 200);
+    // The held request ends: its place comes back.
+    drop(held);
+    let mut status = 429;
+    for _ in 0..100 {
+        status = request(addr, "GET", "/nope", &[], "")
+            .await
+            .status()
+            .as_u16();
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 404);
 }
