@@ -48,3 +48,7 @@ pub mod auth_guide {}
 #[cfg(feature = "breaker")]
 #[doc = include_str!("../docs/breaker.md")]
 pub mod breaker_guide {}
+
+#[cfg(feature = "concurrency")]
+#[doc = include_str!("../docs/concurrency.md")]
+pub mod concurrency_guide {}
