@@ -7,6 +7,10 @@
 //! - `headers`: `palisade-headers`, with the `headers` feature (default).
 //! - `redact`: `palisade-redact`, with the `redact` feature (default).
 //! - `ratelimit`: `palisade-ratelimit`, with the `ratelimit` feature (default).
+//! - `concurrency`: `palisade-concurrency` (per-key limits, load shedding,
+//!   adaptive limits), with the `concurrency` feature (default).
+//! - `breaker`: `palisade-breaker` (circuit breakers), with the `breaker`
+//!   feature (default).
 //! - `redis`: `palisade-redis`, with the `redis` feature.
 //! - [`architecture`], [`benchmarks`] and the guides: the project's documents.
 

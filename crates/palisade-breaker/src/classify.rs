@@ -29,7 +29,7 @@
 
 use std::fmt;
 
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::machine::Outcome;
 
@@ -72,6 +72,9 @@ pub struct DefaultClassifier {
     /// Statuses of 500 and above that do not.
     not_failures: Vec<StatusCode>,
 }
+
+/// Built once: looking a header up by `&str` parses the name every time.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// gRPC codes that are the server's fault: UNKNOWN (2), DEADLINE_EXCEEDED
 /// (4), RESOURCE_EXHAUSTED (8), INTERNAL (13), UNAVAILABLE (14), DATA_LOSS (15).
@@ -157,7 +160,7 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 impl Classify for DefaultClassifier {
     #[inline]
     fn classify_response(&self, status: StatusCode, headers: &HeaderMap) -> Judgement {
-        if let Some(grpc_status) = headers.get("grpc-status") {
+        if let Some(grpc_status) = headers.get(&GRPC_STATUS) {
             return Judgement::Now(self.grpc(grpc_status));
         }
         if status == StatusCode::OK && is_grpc(headers) {
@@ -180,7 +183,7 @@ impl Classify for DefaultClassifier {
     }
 
     fn classify_trailers(&self, trailers: Option<&HeaderMap>) -> Outcome {
-        match trailers.and_then(|t| t.get("grpc-status")) {
+        match trailers.and_then(|t| t.get(&GRPC_STATUS)) {
             Some(value) => self.grpc(value),
             // A gRPC body that ends without a status: the call broke off.
             None => Outcome::Failure,

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::{Response, StatusCode};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 use http_body::Body;
 use palisade_core::body::ResponseBody;
 use pin_project_lite::pin_project;
@@ -89,13 +89,21 @@ impl<F, B, E> ResponseFuture<F, B, E> {
     }
 }
 
-/// Responses that say the service below is overloaded, for adaptive limits.
+/// Built once: looking a header up by `&str` parses the name every time.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// Responses that say the service below is overloaded, for adaptive limits:
+/// HTTP 503 and 504, and a gRPC Trailers-Only UNAVAILABLE (14) or
+/// RESOURCE_EXHAUSTED (8), which arrive as HTTP 200.
 #[inline]
-fn signals_overload(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
+fn signals_overload(status: StatusCode, headers: &HeaderMap) -> bool {
+    match status {
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => true,
+        StatusCode::OK => headers
+            .get(&GRPC_STATUS)
+            .is_some_and(|code| matches!(code.as_bytes(), b"14" | b"8")),
+        _ => false,
+    }
 }
 
 impl<F, B, E> Future for ResponseFuture<F, B, E>
@@ -112,7 +120,7 @@ where
                 Ok(response) => {
                     let mut permit = permit.take();
                     if let Some(permit) = permit.as_mut() {
-                        permit.on_response(signals_overload(response.status()));
+                        permit.on_response(signals_overload(response.status(), response.headers()));
                     }
                     let (parts, body) = response.into_parts();
                     // A body that is empty from the start may never be
@@ -138,5 +146,28 @@ where
             },
             KindProj::Queued { future } => future.as_mut().poll(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_is_read_from_http_statuses_and_grpc_trailers_only_codes() {
+        let empty = HeaderMap::new();
+        assert!(signals_overload(StatusCode::SERVICE_UNAVAILABLE, &empty));
+        assert!(signals_overload(StatusCode::GATEWAY_TIMEOUT, &empty));
+        assert!(!signals_overload(StatusCode::OK, &empty));
+        assert!(!signals_overload(StatusCode::INTERNAL_SERVER_ERROR, &empty));
+        let grpc = |code: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(&GRPC_STATUS, http::HeaderValue::from_static(code));
+            headers
+        };
+        assert!(signals_overload(StatusCode::OK, &grpc("14")));
+        assert!(signals_overload(StatusCode::OK, &grpc("8")));
+        assert!(!signals_overload(StatusCode::OK, &grpc("0")));
+        assert!(!signals_overload(StatusCode::OK, &grpc("5")));
     }
 }

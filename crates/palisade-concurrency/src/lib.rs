@@ -25,9 +25,10 @@
 //! - [`ConcurrencyLimitLayer`]: at most N in flight per key (client address,
 //!   subject, tenant, API key id, route, from `palisade_core::key::KeyFn`),
 //!   refused at once or after a bounded FIFO wait.
-//! - [`LoadShedLayer`]: one global capacity, with a share of it reserved
-//!   for each priority class (by path prefix, role or header), so critical
-//!   traffic still passes when the rest is shed. The capacity is fixed or
+//! - [`LoadShedLayer`]: one global capacity and ordered priority classes
+//!   (by path prefix, role or header), each admitted while the total in
+//!   flight is below its share of the capacity: lower classes are shed
+//!   first, and the top of the capacity stays for critical traffic. The capacity is fixed or
 //!   adaptive ([`adaptive::Aimd`], [`adaptive::Gradient2`]), readable
 //!   through a [`LimitHandle`] and exported as a gauge (feature `metrics`).
 //!

@@ -20,8 +20,10 @@ use crate::adaptive::LimitAlgorithm;
 use crate::adaptive::window::AdaptiveState;
 use crate::exempt::Exemptions;
 use crate::future::{LayerResponse, ResponseFuture};
-use crate::limit::LAYER;
 use crate::permit::Permit;
+
+/// The layer's audit and log name.
+const LAYER: &str = "load_shed";
 
 /// The name of the gauge that carries the current limit (feature `metrics`),
 /// labelled `layer` with the layer's [name](LoadShedLayerBuilder::name).
@@ -376,8 +378,8 @@ impl fmt::Debug for LimitHandle {
 }
 
 impl LimitHandle {
-    /// The current limit: the most requests of the highest class in flight
-    /// at once.
+    /// The current limit (the capacity): a class is admitted while the
+    /// requests in flight are fewer than its share of it.
     pub fn limit(&self) -> u32 {
         self.shared.limit.load(Ordering::Acquire)
     }
