@@ -1017,6 +1017,12 @@ pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::err
         .fallback(not_found)
         .layer(per_ip)
         .layer(per_ip_concurrency)
+        // Inside the load shedder, so a request that times out (503) tells
+        // its adaptive limit that the service is overloaded.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(10),
+        ))
         .layer(shed)
         .layer(
             ServiceBuilder::new()
@@ -1028,10 +1034,6 @@ pub(crate) async fn gateway(config: &Config) -> Result<Gateway, Box<dyn std::err
                 .layer(TraceLayer::new_for_http().make_span_with(RedactingMakeSpan::new()))
                 .layer(cors)
                 .layer(ClientIpLayer::new(resolver))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Duration::from_secs(10),
-                ))
                 // A declared length over the limit is refused before any of
                 // the body is read, as problem+json; tower-http's layer then
                 // enforces the limit on bodies without a length.
