@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use governor::{Quota as GovernorQuota, RateLimiter};
 use http::{Request, Response};
 use palisade_benches::client_ip;
@@ -44,8 +44,16 @@ fn request(ip: IpAddr) -> Request<Body> {
     request
 }
 
+/// Answers at once, with a `content-type` as every real handler's response
+/// has (so the response's header map is allocated by the handler, not by
+/// whichever layer adds the first header).
 async fn ok(_request: Request<Body>) -> Result<Response<Body>, Infallible> {
-    Ok(Response::new(Body::empty()))
+    let mut response = Response::new(Body::empty());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 /// Polls a future to completion in place: every future here completes on
@@ -61,10 +69,13 @@ fn drive<F: Future>(future: F) -> F::Output {
     }
 }
 
-fn bench_ratelimit(c: &mut Criterion) {
-    let mut group = c.benchmark_group("ratelimit_layer");
-    group.measurement_time(Duration::from_secs(3));
-
+/// The layers compared: palisade with fields on every response, palisade
+/// with fields on refusals only, and tower_governor with its headers.
+fn layers() -> (
+    RateLimitLayer,
+    RateLimitLayer,
+    GovernorLayer<PeerIpKeyExtractor, governor::middleware::StateInformationMiddleware, Body>,
+) {
     let ours = RateLimitLayer::builder()
         .policy(
             RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, Quota::per_second(BURST))
@@ -93,6 +104,14 @@ fn bench_ratelimit(c: &mut Criterion) {
         .finish()
         .unwrap_or_else(|| panic!("tower_governor config"));
     let theirs: GovernorLayer<_, _, Body> = GovernorLayer::new(Arc::new(config));
+    (ours, ours_quiet, theirs)
+}
+
+fn bench_ratelimit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ratelimit_layer");
+    group.measurement_time(Duration::from_secs(3));
+
+    let (ours, ours_quiet, theirs) = layers();
 
     for (label, keys) in [("1 key", 1u64), ("100k keys", 100_000)] {
         let mut bare = tower::service_fn(ok);
@@ -188,5 +207,50 @@ fn bench_ratelimit(c: &mut Criterion) {
     group.finish();
 }
 
+/// With `RATELIMIT_COUNT=<0..3>` (bare, palisade, palisade with fields on
+/// refusals only, tower_governor) and `RATELIMIT_ITERATIONS=n`, makes `n`
+/// requests from one client address through that contender and exits, for
+/// counting instructions under `valgrind --tool=callgrind` (a count the load
+/// of a shared machine does not move; run with 0 iterations to subtract the
+/// start-up).
+fn count_mode() -> bool {
+    let (Ok(index), Ok(iterations)) = (
+        std::env::var("RATELIMIT_COUNT"),
+        std::env::var("RATELIMIT_ITERATIONS"),
+    ) else {
+        return false;
+    };
+    let index: usize = index.parse().unwrap_or_else(|e| panic!("{e}"));
+    let iterations: u64 = iterations.parse().unwrap_or_else(|e| panic!("{e}"));
+    let (ours, ours_quiet, theirs) = layers();
+    let ip = client_ip(1);
+    macro_rules! run {
+        ($service:expr) => {{
+            let mut service = $service;
+            for _ in 0..iterations {
+                black_box(drive(async {
+                    let service = service.ready().await.unwrap_or_else(|e| panic!("{e}"));
+                    service.call(request(ip)).await.is_ok()
+                }));
+            }
+        }};
+    }
+    match index {
+        0 => run!(tower::service_fn(ok)),
+        1 => run!(ours.layer(tower::service_fn(ok))),
+        2 => run!(ours_quiet.layer(tower::service_fn(ok))),
+        _ => run!(theirs.layer(tower::service_fn(ok))),
+    }
+    eprintln!("contender {index}: {iterations} requests");
+    true
+}
+
 criterion_group!(benches, bench_ratelimit);
-criterion_main!(benches);
+
+fn main() {
+    if count_mode() {
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -10,8 +10,7 @@ use palisade_core::body::ResponseBody;
 use palisade_core::future::ResponseFuture as CoreFuture;
 use pin_project_lite::pin_project;
 
-use crate::headers::Fields;
-use crate::layer::Deferred;
+use crate::layer::Owed;
 
 pub(crate) type BoxedResponse<B, E> =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send + 'static>>;
@@ -31,9 +30,9 @@ pin_project! {
         Ready {
             #[pin]
             inner: CoreFuture<F, B>,
-            // Boxed, so the future stays small: futures are moved on every
-            // call, and a large one costs more in copies than one allocation.
-            after: Option<Box<(Fields, Option<Deferred>)>>,
+            // A few numbers and an `Arc`: the fields are written from them
+            // when the response arrives, so nothing is allocated up front.
+            owed: Option<Owed>,
         },
         // Waiting for a remote store, then the inner call.
         Boxed {
@@ -50,15 +49,9 @@ impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
 
 impl<F, B, E> ResponseFuture<F, B, E> {
     #[inline]
-    pub(crate) fn ready(
-        inner: CoreFuture<F, B>,
-        fields: Fields,
-        deferred: Option<Deferred>,
-    ) -> Self {
-        let after =
-            (!fields.is_empty() || deferred.is_some()).then(|| Box::new((fields, deferred)));
+    pub(crate) fn ready(inner: CoreFuture<F, B>, owed: Option<Owed>) -> Self {
         ResponseFuture {
-            kind: Kind::Ready { inner, after },
+            kind: Kind::Ready { inner, owed },
         }
     }
 
@@ -79,19 +72,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Boxed { future } => future.as_mut().poll(cx),
-            KindProj::Ready { inner, after } => {
-                let mut response = ready!(inner.poll(cx))?;
-                let Some(owed) = after.take() else {
+            KindProj::Ready { inner, owed } => {
+                let response = ready!(inner.poll(cx))?;
+                let Some(owed) = owed.take() else {
                     return Poll::Ready(Ok(response));
                 };
-                let (fields, deferred) = *owed;
-                if !fields.is_empty() {
-                    fields.write_to(response.headers_mut());
-                }
-                if let Some(deferred) = deferred {
-                    deferred.settle(response.status());
-                }
-                Poll::Ready(Ok(response))
+                let (mut parts, body) = response.into_parts();
+                owed.settle(&mut parts);
+                Poll::Ready(Ok(Response::from_parts(parts, body)))
             }
         }
     }

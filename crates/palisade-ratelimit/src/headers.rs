@@ -70,9 +70,9 @@ pub(crate) struct Reported<'a> {
     pub(crate) decision: Decision,
 }
 
-/// The fields of one response: the two IETF fields inline (their names are
-/// fixed, so only values are kept), the legacy ones boxed since they are
-/// rarely asked for. Small, because it travels inside response futures.
+/// The fields of a refusal: the two IETF fields, and the legacy ones when
+/// asked for. (Allowed responses write theirs from a few numbers when the
+/// response arrives; see the layer.)
 #[derive(Default)]
 pub(crate) struct Fields {
     policy: Option<HeaderValue>,
@@ -83,41 +83,6 @@ pub(crate) struct Fields {
 impl Fields {
     pub(crate) fn new() -> Self {
         Self::default()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.policy.is_none() && self.state.is_none() && self.legacy.is_none()
-    }
-
-    /// Adds the fields to a response's headers. `RateLimit` and
-    /// `RateLimit-Policy` are lists: when an inner layer (or the handler)
-    /// already wrote items, ours are added as another field line, so a
-    /// client sees every policy of every stacked layer. The single-valued
-    /// legacy fields keep the inner (more specific) values.
-    pub(crate) fn write_to(self, headers: &mut http::HeaderMap) {
-        // `contains_key` then `insert` measures faster here than the entry
-        // API, which this runs for on every allowed response.
-        if let Some(value) = self.policy {
-            if headers.contains_key(&RATELIMIT_POLICY) {
-                headers.append(&RATELIMIT_POLICY, value);
-            } else {
-                headers.insert(&RATELIMIT_POLICY, value);
-            }
-        }
-        if let Some(value) = self.state {
-            if headers.contains_key(&RATELIMIT) {
-                headers.append(&RATELIMIT, value);
-            } else {
-                headers.insert(&RATELIMIT, value);
-            }
-        }
-        if let Some(legacy) = self.legacy {
-            for (name, value) in *legacy {
-                if !headers.contains_key(&name) {
-                    headers.insert(name, value);
-                }
-            }
-        }
     }
 
     pub(crate) fn into_pairs(self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
@@ -187,8 +152,13 @@ pub(crate) fn fields(reported: &[Reported<'_>], options: HeaderOptions) -> Field
     fields
 }
 
-/// A header value from bytes made of validated names, digits and
+/// A header value copied from bytes made of validated names, digits and
 /// punctuation; never fails in practice, and degrades to an empty list.
+pub(crate) fn value_from(bytes: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// [`value_from`], taking the bytes.
 fn value(bytes: Vec<u8>) -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::from(bytes))
         .unwrap_or_else(|_| HeaderValue::from_static(""))

@@ -20,7 +20,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::headers::{self, Fields, HeaderOptions, Reported};
+use crate::headers::{self, HeaderOptions, Reported};
 use crate::memory::{Check, MemoryStore};
 use crate::policy::{ChargePredicate, MissingKey, QuotaSource, RateLimitPolicy, TierLimit};
 
@@ -70,6 +70,8 @@ struct Compiled {
     redis_namespace: String,
     /// `"name";q=..;w=..` per tier (one for a fixed quota); computed once.
     members: Vec<HeaderValue>,
+    /// `"name";r=`, the start of this policy's `RateLimit` member.
+    state_prefix: Box<[u8]>,
 }
 
 impl fmt::Debug for RateLimitLayer {
@@ -161,6 +163,7 @@ impl RateLimitLayerBuilder {
                         .collect(),
                 };
                 Compiled {
+                    state_prefix: format!("\"{}\";r=", policy.name).into_bytes().into(),
                     prefix: backend.prefix_hasher(&policy.name),
                     redis_namespace: crate::policy::redis_namespace(&policy.name),
                     policy,
@@ -324,10 +327,10 @@ impl Shared {
         request: &Request<B>,
         plan: &Plan,
         verdict: Verdict,
-    ) -> Result<(Fields, Option<Deferred>), Rejection> {
+    ) -> Result<Allowed, Rejection> {
         let passes = match verdict {
             Verdict::Decided(passes) => passes,
-            Verdict::FailOpen => return Ok((Fields::new(), None)),
+            Verdict::FailOpen => return Ok(Allowed::default()),
             Verdict::FailClosed => {
                 AuditEvent::refused(
                     LAYER,
@@ -441,26 +444,37 @@ impl Shared {
                 .request(request)
                 .emit();
         }
-        let fields = if self.headers.on_allowed {
-            headers::fields(&reported(), self.headers)
-        } else {
-            Fields::new()
-        };
-        let owed: SmallVec<[(Check, ChargePredicate, Option<String>); 2]> = plan
-            .checks
-            .iter()
-            .zip(&plan.parts)
-            .enumerate()
-            .filter_map(|(i, (check, part))| {
-                let predicate = self.policies[part.policy].policy.charge_when.as_ref()?;
-                Some((*check, Arc::clone(predicate), plan.keys.get(i).cloned()))
-            })
-            .collect();
-        let deferred = (!owed.is_empty()).then(|| Deferred {
-            backend: self.backend.clone(),
-            checks: owed,
-        });
-        Ok((fields, deferred))
+        // Only numbers travel with the response; its fields are written
+        // when it arrives (`Owed::settle`), with no allocation before then.
+        // Plain loops: one or two policies, and iterator adaptors cost more
+        // than the work here.
+        let mut allowed = Allowed::default();
+        let mut owed: SmallVec<[(Check, ChargePredicate, Option<String>); 2]> = SmallVec::new();
+        for (i, (check, part)) in plan.checks.iter().zip(&plan.parts).enumerate() {
+            let policy = &self.policies[part.policy].policy;
+            if self.headers.on_allowed
+                && !policy.shadow
+                && let Some(decision) = check.decision
+            {
+                allowed.reports.push(Compact {
+                    policy: part.policy,
+                    member: part.member,
+                    limit: check.quota.count(),
+                    remaining: decision.remaining(),
+                    reset_secs: headers::ceil_secs(decision.reset),
+                });
+            }
+            if let Some(predicate) = &policy.charge_when {
+                owed.push((*check, Arc::clone(predicate), plan.keys.get(i).cloned()));
+            }
+        }
+        if !owed.is_empty() {
+            allowed.deferred = Some(Box::new(Deferred {
+                backend: self.backend.clone(),
+                checks: owed,
+            }));
+        }
+        Ok(allowed)
     }
 }
 
@@ -485,11 +499,7 @@ where
         let shared: &Shared = &self.shared;
         let mut plan = shared.plan(&request);
         if plan.checks.is_empty() {
-            return ResponseFuture::ready(
-                CoreFuture::inner(self.inner.call(request)),
-                Fields::new(),
-                None,
-            );
+            return ResponseFuture::ready(CoreFuture::inner(self.inner.call(request)), None);
         }
         match &shared.backend {
             Backend::Memory(store) => {
@@ -498,14 +508,12 @@ where
                     Err(_) => Verdict::StoreFull,
                 };
                 match shared.conclude(&request, &plan, verdict) {
-                    Ok((fields, deferred)) => ResponseFuture::ready(
+                    Ok(allowed) => ResponseFuture::ready(
                         CoreFuture::inner(self.inner.call(request)),
-                        fields,
-                        deferred,
+                        allowed.owed(&self.shared),
                     ),
                     Err(rejection) => ResponseFuture::ready(
                         CoreFuture::rejected(respond(&request, rejection)),
-                        Fields::new(),
                         None,
                     ),
                 }
@@ -526,17 +534,116 @@ where
                         crate::redis_store::RedisOutcome::FailClosed => Verdict::FailClosed,
                     };
                     match shared.conclude(&request, &plan, verdict) {
-                        Ok((fields, deferred)) => {
-                            ResponseFuture::ready(
-                                CoreFuture::inner(inner.call(request)),
-                                fields,
-                                deferred,
-                            )
-                            .await
+                        Ok(allowed) => {
+                            let owed = allowed.owed(&shared);
+                            ResponseFuture::ready(CoreFuture::inner(inner.call(request)), owed)
+                                .await
                         }
                         Err(rejection) => Ok(respond(&request, rejection)),
                     }
                 }))
+            }
+        }
+    }
+}
+
+/// One reported policy of an allowed request: the numbers its fields are
+/// written from.
+#[derive(Clone, Copy)]
+pub(crate) struct Compact {
+    policy: usize,
+    member: usize,
+    limit: u32,
+    remaining: u32,
+    reset_secs: u64,
+}
+
+/// What an allowed request owes its response.
+#[derive(Default)]
+pub(crate) struct Allowed {
+    reports: SmallVec<[Compact; 2]>,
+    deferred: Option<Box<Deferred>>,
+}
+
+impl Allowed {
+    fn owed(self, shared: &Arc<Shared>) -> Option<Owed> {
+        if self.reports.is_empty() && self.deferred.is_none() {
+            return None;
+        }
+        Some(Owed {
+            shared: Arc::clone(shared),
+            reports: self.reports,
+            deferred: self.deferred,
+        })
+    }
+}
+
+/// Carried by the response future: the fields to write and the charges to
+/// settle once the response arrives.
+pub(crate) struct Owed {
+    shared: Arc<Shared>,
+    reports: SmallVec<[Compact; 2]>,
+    deferred: Option<Box<Deferred>>,
+}
+
+impl Owed {
+    /// Writes the rate-limit fields on the response and settles
+    /// response-dependent charges.
+    pub(crate) fn settle(self, response: &mut http::response::Parts) {
+        if !self.reports.is_empty() {
+            self.write_fields(&mut response.headers);
+        }
+        if let Some(deferred) = self.deferred {
+            deferred.settle(response.status);
+        }
+    }
+
+    /// `RateLimit-Policy` (precomputed members) and `RateLimit` (built on the
+    /// stack, one copy into the value), appended: when an inner layer or the
+    /// handler already wrote items, ours form another field line of the same
+    /// list, so a client sees every policy of every stacked layer.
+    fn write_fields(&self, headers: &mut http::HeaderMap) {
+        let policies = &self.shared.policies;
+        let policy = match &self.reports[..] {
+            [only] => policies[only.policy].members[only.member].clone(),
+            reports => {
+                let mut joined: SmallVec<[u8; 96]> = SmallVec::new();
+                for (i, report) in reports.iter().enumerate() {
+                    if i > 0 {
+                        joined.extend_from_slice(b", ");
+                    }
+                    joined.extend_from_slice(
+                        policies[report.policy].members[report.member].as_bytes(),
+                    );
+                }
+                headers::value_from(&joined)
+            }
+        };
+        let mut state: SmallVec<[u8; 96]> = SmallVec::new();
+        let mut numbers = itoa::Buffer::new();
+        for (i, report) in self.reports.iter().enumerate() {
+            if i > 0 {
+                state.extend_from_slice(b", ");
+            }
+            state.extend_from_slice(&policies[report.policy].state_prefix);
+            state.extend_from_slice(numbers.format(report.remaining).as_bytes());
+            state.extend_from_slice(b";t=");
+            state.extend_from_slice(numbers.format(report.reset_secs).as_bytes());
+        }
+        headers.append(&headers::RATELIMIT_POLICY, policy);
+        headers.append(&headers::RATELIMIT, headers::value_from(&state));
+        if self.shared.headers.legacy
+            && let Some(tightest) = self.reports.iter().min_by_key(|r| r.remaining)
+        {
+            // Single-valued: the inner (more specific) values win.
+            for (name, value) in [
+                (&headers::X_RATELIMIT_LIMIT, tightest.limit.into()),
+                (&headers::X_RATELIMIT_REMAINING, tightest.remaining.into()),
+                (&headers::X_RATELIMIT_RESET, tightest.reset_secs.into()),
+            ] {
+                if !headers.contains_key(name) {
+                    headers.insert(name, value);
+                }
             }
         }
     }
