@@ -209,10 +209,12 @@ fn bench_ratelimit(c: &mut Criterion) {
 
 /// With `RATELIMIT_COUNT=<0..3>` (bare, palisade, palisade with fields on
 /// refusals only, tower_governor) and `RATELIMIT_ITERATIONS=n`, makes `n`
-/// requests from one client address through that contender and exits, for
+/// requests through that contender (from `RATELIMIT_KEYS` client addresses,
+/// default 1) and exits, for
 /// counting instructions under `valgrind --tool=callgrind` (a count the load
 /// of a shared machine does not move; run with 0 iterations to subtract the
-/// start-up).
+/// start-up). It also prints the wall time per request, for timing the
+/// contenders in alternation (`benches/scripts/alternate`).
 fn count_mode() -> bool {
     let (Ok(index), Ok(iterations)) = (
         std::env::var("RATELIMIT_COUNT"),
@@ -222,12 +224,20 @@ fn count_mode() -> bool {
     };
     let index: usize = index.parse().unwrap_or_else(|e| panic!("{e}"));
     let iterations: u64 = iterations.parse().unwrap_or_else(|e| panic!("{e}"));
+    let keys: u64 = std::env::var("RATELIMIT_KEYS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let (ours, ours_quiet, theirs) = layers();
-    let ip = client_ip(1);
+    let mut n = 0u64;
+    let started = std::time::Instant::now();
     macro_rules! run {
         ($service:expr) => {{
             let mut service = $service;
             for _ in 0..iterations {
+                n = (n + 7_919) % keys;
+                let ip = client_ip(n);
                 black_box(drive(async {
                     let service = service.ready().await.unwrap_or_else(|e| panic!("{e}"));
                     service.call(request(ip)).await.is_ok()
@@ -241,7 +251,11 @@ fn count_mode() -> bool {
         2 => run!(ours_quiet.layer(tower::service_fn(ok))),
         _ => run!(theirs.layer(tower::service_fn(ok))),
     }
-    eprintln!("contender {index}: {iterations} requests");
+    let elapsed = started.elapsed();
+    eprintln!(
+        "contender {index}: {iterations} requests, {:.1} ns each",
+        elapsed.as_nanos() as f64 / iterations.max(1) as f64
+    );
     true
 }
 

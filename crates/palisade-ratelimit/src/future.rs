@@ -73,13 +73,11 @@ where
         match self.project().kind.project() {
             KindProj::Boxed { future } => future.as_mut().poll(cx),
             KindProj::Ready { inner, owed } => {
-                let response = ready!(inner.poll(cx))?;
-                let Some(owed) = owed.take() else {
-                    return Poll::Ready(Ok(response));
-                };
-                let (mut parts, body) = response.into_parts();
-                owed.settle(&mut parts);
-                Poll::Ready(Ok(Response::from_parts(parts, body)))
+                let mut response = ready!(inner.poll(cx))?;
+                if let Some(owed) = owed.take() {
+                    owed.settle(&mut response);
+                }
+                Poll::Ready(Ok(response))
             }
         }
     }

@@ -264,13 +264,10 @@ enum Verdict {
 }
 
 impl Shared {
+    /// Fills `plan` in place (it is a few hundred bytes: returning it by
+    /// value would copy it).
     #[inline]
-    fn plan<B>(&self, request: &Request<B>) -> Plan {
-        let mut plan = Plan {
-            checks: SmallVec::new(),
-            parts: SmallVec::new(),
-            keys: SmallVec::new(),
-        };
+    fn plan<B>(&self, request: &Request<B>, plan: &mut Plan) {
         let head = RequestHead::of(request);
         for (index, compiled) in self.policies.iter().enumerate() {
             let policy = &compiled.policy;
@@ -316,7 +313,6 @@ impl Shared {
                 member,
             });
         }
-        plan
     }
 
     /// Either the rejection to answer with, or the fields and charges the
@@ -497,7 +493,12 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared: &Shared = &self.shared;
-        let mut plan = shared.plan(&request);
+        let mut plan = Plan {
+            checks: SmallVec::new(),
+            parts: SmallVec::new(),
+            keys: SmallVec::new(),
+        };
+        shared.plan(&request, &mut plan);
         if plan.checks.is_empty() {
             return ResponseFuture::ready(CoreFuture::inner(self.inner.call(request)), None);
         }
@@ -589,12 +590,12 @@ pub(crate) struct Owed {
 impl Owed {
     /// Writes the rate-limit fields on the response and settles
     /// response-dependent charges.
-    pub(crate) fn settle(self, response: &mut http::response::Parts) {
+    pub(crate) fn settle<B>(self, response: &mut Response<B>) {
         if !self.reports.is_empty() {
-            self.write_fields(&mut response.headers);
+            self.write_fields(response.headers_mut());
         }
         if let Some(deferred) = self.deferred {
-            deferred.settle(response.status);
+            deferred.settle(response.status());
         }
     }
 
@@ -619,19 +620,33 @@ impl Owed {
                 headers::value_from(&joined)
             }
         };
-        let mut state: SmallVec<[u8; 96]> = SmallVec::new();
-        let mut numbers = itoa::Buffer::new();
-        for (i, report) in self.reports.iter().enumerate() {
-            if i > 0 {
-                state.extend_from_slice(b", ");
+        let state = match &self.reports[..] {
+            // The usual case, on the stack with the numbers written in place.
+            [only] => {
+                let mut state = StateBuffer::new();
+                state.push(&policies[only.policy].state_prefix);
+                state.push_number(u64::from(only.remaining));
+                state.push(b";t=");
+                state.push_number(only.reset_secs);
+                state.value()
             }
-            state.extend_from_slice(&policies[report.policy].state_prefix);
-            state.extend_from_slice(numbers.format(report.remaining).as_bytes());
-            state.extend_from_slice(b";t=");
-            state.extend_from_slice(numbers.format(report.reset_secs).as_bytes());
-        }
+            reports => {
+                let mut state: SmallVec<[u8; 96]> = SmallVec::new();
+                let mut numbers = itoa::Buffer::new();
+                for (i, report) in reports.iter().enumerate() {
+                    if i > 0 {
+                        state.extend_from_slice(b", ");
+                    }
+                    state.extend_from_slice(&policies[report.policy].state_prefix);
+                    state.extend_from_slice(numbers.format(report.remaining).as_bytes());
+                    state.extend_from_slice(b";t=");
+                    state.extend_from_slice(numbers.format(report.reset_secs).as_bytes());
+                }
+                headers::value_from(&state)
+            }
+        };
         headers.append(&headers::RATELIMIT_POLICY, policy);
-        headers.append(&headers::RATELIMIT, headers::value_from(&state));
+        headers.append(&headers::RATELIMIT, state);
         if self.shared.headers.legacy
             && let Some(tightest) = self.reports.iter().min_by_key(|r| r.remaining)
         {
@@ -646,6 +661,54 @@ impl Owed {
                 }
             }
         }
+    }
+}
+
+/// One policy's `RateLimit` member, written into a fixed buffer: policy
+/// names are at most 64 bytes, so `"name";r=<u32>;t=<u64>` fits in 128.
+struct StateBuffer {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl StateBuffer {
+    #[inline]
+    fn new() -> Self {
+        Self {
+            bytes: [0; 128],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, part: &[u8]) {
+        // Bounded by the name limit; a longer part would be cut, never
+        // written out of bounds.
+        let end = (self.len + part.len()).min(self.bytes.len());
+        self.bytes[self.len..end].copy_from_slice(&part[..end - self.len]);
+        self.len = end;
+    }
+
+    /// Decimal digits written in place (a formatting library would format
+    /// into its own buffer, then copy).
+    #[inline]
+    fn push_number(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
+    }
+
+    #[inline]
+    fn value(&self) -> HeaderValue {
+        headers::value_from(&self.bytes[..self.len])
     }
 }
 
