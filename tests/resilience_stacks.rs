@@ -1,9 +1,10 @@
-//! The breaker and concurrency layers in tonic stacks, through a real tonic
+//! The resilience layers in the stacks users run. Through a real tonic
 //! client over HTTP/2 on loopback: UNAVAILABLE in a streamed response's
 //! trailers trips the breaker, client errors do not, and an open breaker
-//! answers UNAVAILABLE without calling the service; concurrency refusals
-//! arrive as RESOURCE_EXHAUSTED (per client) and UNAVAILABLE (shed), and a
-//! finished call gives its place back.
+//! answers UNAVAILABLE without calling the service (the concurrency layers'
+//! own tonic test is in their crate). In a plain hyper server over
+//! `tower::service_fn`: load shedding, a per-key concurrency limit and a
+//! breaker stacked in one `ServiceBuilder`.
 #![cfg(all(feature = "breaker", feature = "concurrency"))]
 // A failed expectation in a test is a failing test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -183,4 +184,107 @@ async fn unavailable_in_trailers_trips_the_breaker_and_client_errors_do_not() {
     let status = client.check(check()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert_eq!(upstream.calls.load(Ordering::SeqCst), calls);
+}
+
+/// A plain hyper server over `tower::service_fn` with `Full<Bytes>` bodies,
+/// all three resilience layers stacked in a `ServiceBuilder`: load shedding
+/// refuses a second request while one holds the only place (503
+/// `overloaded`), and server errors open the breaker (503 `circuit-open`).
+#[tokio::test]
+async fn plain_hyper_stack_sheds_load_and_opens_the_breaker() {
+    use http_body_util::Full;
+    use palisade::concurrency::{ConcurrencyLimitLayer, LoadShedLayer};
+    use palisade::core::key::KeyFn;
+
+    let release = Arc::new(tokio::sync::Notify::new());
+    let handler = {
+        let release = release.clone();
+        tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let release = release.clone();
+            async move {
+                let status = match request.uri().path() {
+                    "/hold" => {
+                        release.notified().await;
+                        200
+                    }
+                    "/fail" => 500,
+                    _ => 200,
+                };
+                Ok::<_, Infallible>(
+                    http::Response::builder()
+                        .status(status)
+                        .body(Full::new(Bytes::from_static(b"done")))
+                        .unwrap(),
+                )
+            }
+        })
+    };
+    let service = tower::ServiceBuilder::new()
+        .layer(LoadShedLayer::builder().capacity(1).build().unwrap())
+        .layer(
+            ConcurrencyLimitLayer::builder()
+                .key(KeyFn::Method)
+                .max_in_flight(10)
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            CircuitBreakerLayer::builder("hyper")
+                .policy(
+                    BreakerPolicy::builder()
+                        .consecutive_failures(2)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .service(handler);
+    let (listener, addr) = listen().await;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+
+    // One request holds the only place: the next is shed.
+    let held = tokio::spawn(async move { common::get(addr, "/hold", &[]).await });
+    let mut shed = None;
+    for _ in 0..200 {
+        let response = common::get(addr, "/", &[]).await;
+        if response.status() == 503 {
+            shed = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let shed = shed.expect("a request beyond the capacity is shed");
+    assert!(shed.headers().contains_key("retry-after"));
+    assert!(
+        common::json(&shed)["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("overloaded"))
+    );
+    release.notify_one();
+    assert_eq!(held.await.unwrap().status(), 200);
+
+    // Two server errors in a row open the breaker.
+    for _ in 0..2 {
+        assert_eq!(common::get(addr, "/fail", &[]).await.status(), 500);
+    }
+    let open = common::get(addr, "/", &[]).await;
+    assert_eq!(open.status(), 503);
+    assert!(
+        common::json(&open)["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("circuit-open"))
+    );
 }
