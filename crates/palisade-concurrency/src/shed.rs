@@ -184,7 +184,11 @@ impl LoadShedLayerBuilder {
         self
     }
 
-    /// Requests whose path starts with `prefix` are in `class`.
+    /// Requests whose path is `prefix` or lies under it (`/api/admin`
+    /// matches `/api/admin` and `/api/admin/users`, not `/api/adminx`: a
+    /// class that keeps capacity in reserve must not be reachable by
+    /// padding a path) are in `class`. A prefix ending in `/` matches
+    /// everything under it.
     pub fn route_prefix(mut self, prefix: impl Into<String>, class: impl Into<String>) -> Self {
         self.rules
             .push((Rule::PathPrefix(prefix.into()), class.into()));
@@ -396,6 +400,15 @@ impl LimitHandle {
     }
 }
 
+/// Whether `path` is `prefix` or a path below it, at a segment boundary.
+#[inline]
+fn under_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
+    }
+}
+
 #[inline]
 fn threshold(limit: u32, share_percent: u32) -> u32 {
     // share_percent <= 100, so the result fits in u32.
@@ -407,7 +420,7 @@ impl ShedShared {
     fn classify<B>(&self, request: &Request<B>) -> usize {
         for (rule, class) in self.rules.iter() {
             let matched = match rule {
-                Rule::PathPrefix(prefix) => request.uri().path().starts_with(prefix.as_str()),
+                Rule::PathPrefix(prefix) => under_prefix(request.uri().path(), prefix),
                 Rule::Role(role) => request
                     .extensions()
                     .get::<Principal>()
@@ -555,5 +568,20 @@ where
             Some(permit) => ResponseFuture::admitted(self.inner.call(request), Some(permit)),
             None => ResponseFuture::rejected(shared.refuse(&request)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_prefixes_match_at_segment_boundaries_only() {
+        assert!(under_prefix("/api/admin", "/api/admin"));
+        assert!(under_prefix("/api/admin/users", "/api/admin"));
+        assert!(!under_prefix("/api/adminx", "/api/admin"));
+        assert!(!under_prefix("/api", "/api/admin"));
+        assert!(under_prefix("/static/app.js", "/static/"));
+        assert!(under_prefix("/anything", "/"));
     }
 }
