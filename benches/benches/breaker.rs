@@ -14,14 +14,13 @@
 //! overheads (layer minus bare).
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
+use palisade_benches::drive;
 use palisade_breaker::{BreakerPolicy, CircuitBreakerLayer, Window};
 use palisade_core::key::KeyFn;
 use tower::{Layer, Service, ServiceExt};
@@ -34,17 +33,6 @@ fn request() -> Request<Body> {
 
 async fn ok(_request: Request<Body>) -> Result<Response<Body>, Infallible> {
     Ok(Response::new(Body::empty()))
-}
-
-/// Polls a future to completion in place.
-fn drive<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-    }
 }
 
 fn bench_breaker(c: &mut Criterion) {

@@ -13,17 +13,15 @@
 //! (layer minus bare service).
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
-use palisade_benches::client_ip;
+use palisade_benches::{client_ip, drive};
 use palisade_concurrency::adaptive::Gradient2;
 use palisade_concurrency::{ConcurrencyLimitLayer, LoadShedLayer};
 use palisade_core::key::KeyFn;
@@ -41,17 +39,6 @@ fn request(ip: IpAddr) -> Request<Body> {
 
 async fn ok(_request: Request<Body>) -> Result<Response<Body>, Infallible> {
     Ok(Response::new(Body::empty()))
-}
-
-/// Polls a future to completion in place.
-fn drive<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-    }
 }
 
 /// One admitted call through `service`: ready, call, and drop the response

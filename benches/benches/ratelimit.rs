@@ -11,12 +11,10 @@
 //! layers add their rate-limit headers to the response.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -24,7 +22,7 @@ use axum::extract::ConnectInfo;
 use criterion::{BenchmarkId, Criterion, criterion_group};
 use governor::{Quota as GovernorQuota, RateLimiter};
 use http::{Request, Response};
-use palisade_benches::client_ip;
+use palisade_benches::{client_ip, drive};
 use palisade_core::key::KeyFn;
 use palisade_ratelimit::{HeaderOptions, MemoryStore, Quota, RateLimitLayer, RateLimitPolicy};
 use tower::{Layer, Service, ServiceExt};
@@ -54,19 +52,6 @@ async fn ok(_request: Request<Body>) -> Result<Response<Body>, Infallible> {
         http::HeaderValue::from_static("application/json"),
     );
     Ok(response)
-}
-
-/// Polls a future to completion in place: every future here completes on
-/// its first poll, and a runtime's scheduling would add more noise than the
-/// layers cost.
-fn drive<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-    }
 }
 
 /// The layers compared: palisade with fields on every response, palisade

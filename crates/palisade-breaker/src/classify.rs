@@ -29,7 +29,8 @@
 
 use std::fmt;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use palisade_core::render::{GRPC_STATUS, parse_grpc_status};
 
 use crate::machine::Outcome;
 
@@ -72,9 +73,6 @@ pub struct DefaultClassifier {
     /// Statuses of 500 and above that do not.
     not_failures: Vec<StatusCode>,
 }
-
-/// Built once: looking a header up by `&str` parses the name every time.
-static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// gRPC codes that are the server's fault: UNKNOWN (2), DEADLINE_EXCEEDED
 /// (4), RESOURCE_EXHAUSTED (8), INTERNAL (13), UNAVAILABLE (14), DATA_LOSS (15).
@@ -138,17 +136,6 @@ impl DefaultClassifier {
             _ => Outcome::Ignored,
         }
     }
-}
-
-/// The numeric value of a `grpc-status` field, if it is one.
-pub(crate) fn parse_grpc_status(value: &HeaderValue) -> Option<u32> {
-    let bytes = value.as_bytes();
-    if bytes.is_empty() || bytes.len() > 3 {
-        return None;
-    }
-    bytes.iter().try_fold(0u32, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
-    })
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

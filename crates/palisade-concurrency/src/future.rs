@@ -5,9 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::{HeaderMap, HeaderName, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use http_body::Body;
 use palisade_core::body::ResponseBody;
+use palisade_core::render::{GRPC_STATUS, parse_grpc_status};
 use pin_project_lite::pin_project;
 
 use crate::body::PermitBody;
@@ -89,9 +90,6 @@ impl<F, B, E> ResponseFuture<F, B, E> {
     }
 }
 
-/// Built once: looking a header up by `&str` parses the name every time.
-static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
 /// Responses that say the service below is overloaded, for adaptive limits:
 /// HTTP 503 and 504, and a gRPC Trailers-Only UNAVAILABLE (14) or
 /// RESOURCE_EXHAUSTED (8), which arrive as HTTP 200.
@@ -101,7 +99,8 @@ fn signals_overload(status: StatusCode, headers: &HeaderMap) -> bool {
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => true,
         StatusCode::OK => headers
             .get(&GRPC_STATUS)
-            .is_some_and(|code| matches!(code.as_bytes(), b"14" | b"8")),
+            .and_then(parse_grpc_status)
+            .is_some_and(|code| code == 14 || code == 8),
         _ => false,
     }
 }

@@ -477,11 +477,7 @@ where
             }
             Target::Keyed(hash) => hash,
         };
-        // Waiting needs tokio's timer; without a runtime, refuse at once
-        // rather than panic.
-        let queue = shared
-            .queue
-            .filter(|_| tokio::runtime::Handle::try_current().is_ok());
+        let queue = shared.queue;
         let max_waiting = queue.map_or(0, |q| q.max_waiting);
         match shared
             .counts
@@ -499,6 +495,14 @@ where
                 let max_wait = queue.map_or(Duration::ZERO, |q| q.max_wait);
                 let shared = Arc::clone(&self.shared);
                 let waiter = Waiter::new(receiver, Arc::clone(&shared), hash);
+                // Waiting needs tokio's timer. Asked only here, where a
+                // request would wait (the lookup clones the runtime's
+                // handle): without a runtime, the waiter gives its queue
+                // place up on drop and the request is refused at once.
+                if tokio::runtime::Handle::try_current().is_err() {
+                    drop(waiter);
+                    return ResponseFuture::rejected(shared.refuse(&request, Refusal::Full));
+                }
                 // The ready service goes with the request; a clone stays.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);

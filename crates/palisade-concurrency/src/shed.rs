@@ -465,9 +465,13 @@ impl ShedShared {
         };
         let now = self.clock.now();
         let latency = now.saturating_sub(admitted_at);
-        let limit = self.limit.load(Ordering::Acquire);
-        let in_flight = self.in_flight.load(Ordering::Acquire);
-        if let Some(next) = adaptive.record(now, latency, dropped, limit, in_flight) {
+        let current = || {
+            (
+                self.limit.load(Ordering::Acquire),
+                self.in_flight.load(Ordering::Acquire),
+            )
+        };
+        if let Some(next) = adaptive.record(now, latency, dropped, current) {
             let next = next.max(1);
             self.limit.store(next, Ordering::Release);
             // A metric, not an audit event: the limit moves every window.

@@ -29,13 +29,39 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
-use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
 use crate::rejection::{Rejection, RejectionParts, retry_after_secs};
+
+/// `grpc-status`: written by this renderer, read by layers that judge gRPC
+/// outcomes. A `HeaderName` built once, since looking a header up by `&str`
+/// parses the name on every call.
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// The number in a `grpc-status` field (headers of a Trailers-Only response,
+/// or trailers), or `None` when it is not one to three ASCII digits.
+///
+/// ```
+/// use http::HeaderValue;
+/// use palisade_core::render::parse_grpc_status;
+///
+/// assert_eq!(parse_grpc_status(&HeaderValue::from_static("14")), Some(14));
+/// assert_eq!(parse_grpc_status(&HeaderValue::from_static("1a")), None);
+/// ```
+#[inline]
+pub fn parse_grpc_status(value: &HeaderValue) -> Option<u32> {
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 3 {
+        return None;
+    }
+    bytes.iter().try_fold(0u32, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+    })
+}
 
 /// What kind of client is asking, which fixes how a rejection is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +201,7 @@ impl RenderRejection for ProblemJson {
                     _ => "application/grpc",
                 };
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-                headers.insert("grpc-status", kind.grpc_code().header_value());
+                headers.insert(&GRPC_STATUS, kind.grpc_code().header_value());
                 let message = parts.detail.as_deref().unwrap_or(kind.title());
                 let encoded: Cow<'_, str> = utf8_percent_encode(message, GRPC_MESSAGE).into();
                 if let Ok(value) = HeaderValue::try_from(encoded.as_ref()) {

@@ -53,7 +53,11 @@ impl AdaptiveState {
     /// Notes how many requests are in flight after an admission.
     #[inline]
     pub(crate) fn note_in_flight(&self, in_flight: u32) {
-        self.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+        // Written only for a new maximum: a write on every admission would
+        // bounce this cache line between cores.
+        if in_flight > self.max_in_flight.load(Ordering::Relaxed) {
+            self.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+        }
     }
 
     /// Records one completion. When it closes the window (long enough, with
@@ -65,28 +69,31 @@ impl AdaptiveState {
         now: Nanos,
         latency: Duration,
         dropped: bool,
-        limit: u32,
-        in_flight: u32,
+        // The current limit and requests in flight, read only when this
+        // completion closes the window (most do not).
+        current: impl FnOnce() -> (u32, u32),
     ) -> Option<u32> {
         let micros = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .min(MAX_SAMPLE_MICROS);
         // A window that is somehow full drops the sample rather than wrap.
-        let _ = self
-            .packed
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |packed| {
-                let count = packed >> COUNT_SHIFT;
-                let sum = packed & SUM_MASK;
-                (count < MAX_COUNT && sum + micros <= SUM_MASK)
-                    .then(|| ((count + 1) << COUNT_SHIFT) | (sum + micros))
-            });
+        let samples =
+            match self
+                .packed
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |packed| {
+                    let count = packed >> COUNT_SHIFT;
+                    let sum = packed & SUM_MASK;
+                    (count < MAX_COUNT && sum + micros <= SUM_MASK)
+                        .then(|| ((count + 1) << COUNT_SHIFT) | (sum + micros))
+                }) {
+                Ok(before) => (before >> COUNT_SHIFT) + 1,
+                Err(unchanged) => unchanged >> COUNT_SHIFT,
+            };
         if dropped {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         let started = self.started.load(Ordering::Acquire);
-        if now.as_u64().saturating_sub(started) < self.length
-            || (self.packed.load(Ordering::Acquire) >> COUNT_SHIFT) < self.min_samples
-        {
+        if now.as_u64().saturating_sub(started) < self.length || samples < self.min_samples {
             return None;
         }
         let mut algorithm = match self.algorithm.try_lock() {
@@ -101,6 +108,7 @@ impl AdaptiveState {
         if self.started.load(Ordering::Acquire) != started {
             return None;
         }
+        let (limit, in_flight) = current();
         let packed = self.packed.swap(0, Ordering::AcqRel);
         let dropped = self.dropped.swap(0, Ordering::AcqRel);
         // The next window starts with what is in flight now.
@@ -156,14 +164,14 @@ mod tests {
         let state = AdaptiveState::new(Box::new(recorder), Nanos(0), Duration::from_millis(100), 3);
         let ms = Duration::from_millis;
         state.note_in_flight(5);
-        assert_eq!(state.record(Nanos(10), ms(10), false, 9, 4), None);
+        assert_eq!(state.record(Nanos(10), ms(10), false, || (9, 4)), None);
         assert_eq!(
-            state.record(Nanos(200_000_000), ms(20), true, 9, 3),
+            state.record(Nanos(200_000_000), ms(20), true, || (9, 3)),
             None,
             "two samples only"
         );
         assert_eq!(
-            state.record(Nanos(200_000_001), ms(30), false, 9, 2),
+            state.record(Nanos(200_000_001), ms(30), false, || (9, 2)),
             Some(7)
         );
         let seen = windows.lock().map(|w| w.clone()).unwrap_or_default();
@@ -178,6 +186,9 @@ mod tests {
             }]
         );
         // The next window starts empty, from the close.
-        assert_eq!(state.record(Nanos(250_000_000), ms(1), false, 7, 1), None);
+        assert_eq!(
+            state.record(Nanos(250_000_000), ms(1), false, || (7, 1)),
+            None
+        );
     }
 }
