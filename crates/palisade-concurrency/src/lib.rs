@@ -79,7 +79,6 @@ pub mod adaptive;
 mod body;
 #[cfg(feature = "serde")]
 pub mod config;
-mod exempt;
 mod future;
 mod keyed;
 mod limit;

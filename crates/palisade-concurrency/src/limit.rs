@@ -16,10 +16,10 @@ use palisade_core::{ConfigError, Rejection, RejectionKind};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::exempt::Exemptions;
 use crate::future::{LayerResponse, ResponseFuture};
 use crate::keyed::{Acquire, KeyedCounts, Waiter};
 use crate::permit::Permit;
+use palisade_core::exempt::Exemptions;
 
 /// The layer's name in audit events.
 pub(crate) const LAYER: &str = "concurrency";

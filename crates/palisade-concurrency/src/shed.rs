@@ -18,9 +18,9 @@ use tower_service::Service;
 
 use crate::adaptive::LimitAlgorithm;
 use crate::adaptive::window::AdaptiveState;
-use crate::exempt::Exemptions;
 use crate::future::{LayerResponse, ResponseFuture};
 use crate::permit::Permit;
+use palisade_core::exempt::Exemptions;
 
 /// The layer's audit and log name.
 const LAYER: &str = "load_shed";

@@ -58,6 +58,7 @@ pub mod body;
 pub mod client_ip;
 pub mod clock;
 pub mod error;
+pub mod exempt;
 pub mod future;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::{HeaderName, Method, StatusCode};
 use ipnet::IpNet;
 use palisade_core::ConfigError;
+use palisade_core::exempt::Exemptions;
 use palisade_core::guard::RequestHead;
 use palisade_core::key::KeyFn;
 use palisade_core::principal::Principal;
@@ -204,8 +205,7 @@ pub struct RateLimitPolicy {
     pub(crate) quota: QuotaSource,
     pub(crate) weight: Weight,
     pub(crate) missing_key: MissingKey,
-    pub(crate) exempt_paths: Vec<String>,
-    pub(crate) exempt_methods: Vec<Method>,
+    pub(crate) exempt: Exemptions,
     pub(crate) exempt_networks: Vec<IpNet>,
     pub(crate) shadow: bool,
     pub(crate) enforce_percent: u8,
@@ -238,8 +238,7 @@ impl RateLimitPolicy {
                 quota: QuotaSource::Fixed(quota),
                 weight: Weight::Fixed(1),
                 missing_key: MissingKey::Shared,
-                exempt_paths: Vec::new(),
-                exempt_methods: Vec::new(),
+                exempt: Exemptions::default(),
                 exempt_networks: Vec::new(),
                 shadow: false,
                 enforce_percent: 100,
@@ -261,14 +260,7 @@ impl RateLimitPolicy {
     }
 
     pub(crate) fn is_exempt(&self, head: &RequestHead<'_>) -> bool {
-        if self.exempt_methods.iter().any(|m| m == head.method()) {
-            return true;
-        }
-        let path = head.uri().path();
-        if self.exempt_paths.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => path.starts_with(prefix),
-            None => path == p,
-        }) {
+        if self.exempt.matches(head.method(), head.uri().path()) {
             return true;
         }
         if !self.exempt_networks.is_empty()
@@ -305,13 +297,13 @@ impl RateLimitPolicyBuilder {
 
     /// Exempts a path (`/health`), or every path under a prefix (`/static/*`).
     pub fn exempt_path(mut self, path: impl Into<String>) -> Self {
-        self.policy.exempt_paths.push(path.into());
+        self.policy.exempt.add_path(path);
         self
     }
 
     /// Exempts a method (such as `OPTIONS` for CORS preflights).
     pub fn exempt_method(mut self, method: Method) -> Self {
-        self.policy.exempt_methods.push(method);
+        self.policy.exempt.add_method(method);
         self
     }
 
