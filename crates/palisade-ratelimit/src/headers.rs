@@ -3,6 +3,8 @@
 //! `X-RateLimit-Limit` / `-Remaining` / `-Reset` for the most restrictive
 //! policy.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,16 +52,77 @@ pub(crate) fn ceil_secs(duration: Duration) -> u64 {
         .saturating_add(u64::from(duration.subsec_nanos() > 0))
 }
 
-/// The policy member `"name";q=100;w=60`, computed once per policy (and
-/// tier) when the layer is built.
-pub(crate) fn policy_member(name: &str, quota: &Quota) -> HeaderValue {
+/// The most policy members kept for the life of the process; see
+/// [`policy_member`].
+const INTERNED_MAX: usize = 1_024;
+
+/// Policy members made so far, by text.
+static INTERNED: Mutex<BTreeMap<String, &'static HeaderValue>> = Mutex::new(BTreeMap::new());
+
+/// The member of a policy that has none (an unlimited tier; never reported).
+static NO_MEMBER: HeaderValue = HeaderValue::from_static("");
+
+/// A policy member `"name";q=100;w=60`, as responses carry it.
+///
+/// Every allowed response carries a copy of its policies' members, so a
+/// member is interned: made once, kept for the life of the process, shared
+/// by every layer built with the same policy. Carrying one is then copying
+/// a pointer, and writing it on a response copies a `'static` value, where
+/// a shared buffer would take an atomic reference count up and down on
+/// every request (contended writes to one cache line when many cores serve
+/// one policy). Rebuilding a layer with the same policies finds its members
+/// again; past [`INTERNED_MAX`] distinct members (policies made at run time
+/// by the thousand), members are reference counted instead, so nothing
+/// grows without bound.
+#[derive(Clone, Debug)]
+pub(crate) enum Member {
+    Interned(&'static HeaderValue),
+    Counted(Arc<HeaderValue>),
+}
+
+impl Member {
+    /// The member as a field value.
+    #[inline]
+    pub(crate) fn value(&self) -> &HeaderValue {
+        match self {
+            Member::Interned(value) => value,
+            Member::Counted(value) => value,
+        }
+    }
+
+    /// The member of a policy that has none.
+    pub(crate) fn none() -> Self {
+        Member::Interned(&NO_MEMBER)
+    }
+}
+
+/// The member `"name";q=100;w=60` of a policy (or tier), made when the
+/// layer is built.
+pub(crate) fn policy_member(name: &str, quota: &Quota) -> Member {
     let text = format!(
         "\"{name}\";q={};w={}",
         quota.count(),
         ceil_secs(quota.period()).max(1)
     );
     // Names are validated to letters, digits, - and _: always a valid value.
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("\"policy\""))
+    let Ok(counted) = HeaderValue::from_str(&text) else {
+        return Member::none();
+    };
+    let mut interned = INTERNED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(value) = interned.get(&text) {
+        return Member::Interned(value);
+    }
+    if interned.len() >= INTERNED_MAX {
+        return Member::Counted(Arc::new(counted));
+    }
+    // Valid (checked just above), so `from_static` cannot panic.
+    let value: &'static HeaderValue = Box::leak(Box::new(HeaderValue::from_static(Box::leak(
+        text.clone().into_boxed_str(),
+    ))));
+    interned.insert(text, value);
+    Member::Interned(value)
 }
 
 /// One policy's part of a request's fields.
@@ -159,7 +222,7 @@ pub(crate) fn value_from(bytes: &[u8]) -> HeaderValue {
 }
 
 /// [`value_from`], taking the bytes.
-fn value(bytes: Vec<u8>) -> HeaderValue {
+pub(crate) fn value(bytes: Vec<u8>) -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::from(bytes))
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -167,6 +230,30 @@ fn value(bytes: Vec<u8>) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_are_interned_once_per_text_and_bounded() {
+        let quota = Quota::per_minute(7);
+        let (Member::Interned(a), Member::Interned(b)) = (
+            policy_member("interned-once", &quota),
+            policy_member("interned-once", &quota),
+        ) else {
+            panic!("a first member is interned");
+        };
+        assert!(std::ptr::eq(a, b), "the same text is made once");
+        assert_eq!(a.as_bytes(), b"\"interned-once\";q=7;w=60");
+        // Past the bound, members are reference counted, not kept forever.
+        let mut counted = None;
+        for i in 0..=INTERNED_MAX {
+            if let Member::Counted(value) = policy_member(&format!("many-{i}"), &quota) {
+                counted = Some(value);
+                break;
+            }
+        }
+        let counted = counted.unwrap_or_else(|| panic!("the table is bounded"));
+        assert!(counted.as_bytes().starts_with(b"\"many-"));
+        assert!(INTERNED.lock().map_or(0, |t| t.len()) <= INTERNED_MAX);
+    }
 
     #[test]
     fn fields_are_structured_lists_with_one_member_per_policy() {
@@ -186,15 +273,16 @@ mod tests {
         };
         let member_a = policy_member("burst", &quota);
         let member_b = policy_member("daily", &Quota::per_day(5_000));
+        let (member_a, member_b) = (member_a.value(), member_b.value());
         let reported = [
             Reported {
-                policy_member: &member_a,
+                policy_member: member_a,
                 name: "burst",
                 quota,
                 decision: a,
             },
             Reported {
-                policy_member: &member_b,
+                policy_member: member_b,
                 name: "daily",
                 quota: Quota::per_day(5_000),
                 decision: b,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, Request, Response};
 use palisade_core::audit::AuditEvent;
 use palisade_core::body::ResponseBody;
 use palisade_core::future::ResponseFuture as CoreFuture;
@@ -20,7 +20,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::headers::{self, HeaderOptions, Reported};
+use crate::headers::{self, HeaderOptions, Member, Reported};
 use crate::memory::{Check, MemoryStore};
 use crate::policy::{ChargePredicate, MissingKey, QuotaSource, RateLimitPolicy, TierLimit};
 
@@ -69,9 +69,9 @@ struct Compiled {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     redis_namespace: String,
     /// `"name";q=..;w=..` per tier (one for a fixed quota); computed once.
-    members: Vec<HeaderValue>,
-    /// `"name";r=`, the start of this policy's `RateLimit` member.
-    state_prefix: Box<[u8]>,
+    /// Its first `name.len() + 2` bytes, `"name"`, start this policy's
+    /// `RateLimit` member too.
+    members: Vec<Member>,
 }
 
 impl fmt::Debug for RateLimitLayer {
@@ -158,12 +158,11 @@ impl RateLimitLayerBuilder {
                             TierLimit::Limited(quota) => {
                                 headers::policy_member(&policy.name, quota)
                             }
-                            TierLimit::Unlimited => HeaderValue::from_static(""),
+                            TierLimit::Unlimited => Member::none(),
                         })
                         .collect(),
                 };
                 Compiled {
-                    state_prefix: format!("\"{}\";r=", policy.name).into_bytes().into(),
                     prefix: backend.prefix_hasher(&policy.name),
                     redis_namespace: crate::policy::redis_namespace(&policy.name),
                     policy,
@@ -316,17 +315,32 @@ impl Shared {
     }
 
     /// Either the rejection to answer with, or the fields and charges the
-    /// response owes.
+    /// response owes (none: nothing to write or settle).
     #[inline]
     fn conclude<B>(
         &self,
         request: &Request<B>,
         plan: &Plan,
         verdict: Verdict,
-    ) -> Result<Allowed, Rejection> {
-        let passes = match verdict {
-            Verdict::Decided(passes) => passes,
-            Verdict::FailOpen => return Ok(Allowed::default()),
+    ) -> Result<Option<Owed>, Box<Rejection>> {
+        match verdict {
+            Verdict::Decided(true) => Ok(self.owed(request, plan)),
+            Verdict::FailOpen => Ok(None),
+            verdict => Err(self.refuse(request, plan, verdict)),
+        }
+    }
+
+    /// The rejection of a request that did not pass (boxed: the rare path,
+    /// kept out of the allowed path's stack and moves).
+    #[cold]
+    #[inline(never)]
+    fn refuse<B>(&self, request: &Request<B>, plan: &Plan, verdict: Verdict) -> Box<Rejection> {
+        Box::new(self.rejection(request, plan, verdict))
+    }
+
+    fn rejection<B>(&self, request: &Request<B>, plan: &Plan, verdict: Verdict) -> Rejection {
+        match verdict {
+            Verdict::Decided(_) | Verdict::FailOpen => {}
             Verdict::FailClosed => {
                 AuditEvent::refused(
                     LAYER,
@@ -335,8 +349,8 @@ impl Shared {
                 )
                 .request(request)
                 .emit();
-                return Err(Rejection::unavailable(Duration::from_secs(1))
-                    .with_detail("Rate limits cannot be checked right now; retry shortly."));
+                return Rejection::unavailable(Duration::from_secs(1))
+                    .with_detail("Rate limits cannot be checked right now; retry shortly.");
             }
             Verdict::StoreFull => {
                 AuditEvent::refused(
@@ -346,10 +360,10 @@ impl Shared {
                 )
                 .request(request)
                 .emit();
-                return Err(Rejection::overloaded(Duration::from_secs(1))
-                    .with_detail("Too many clients at once; retry shortly."));
+                return Rejection::overloaded(Duration::from_secs(1))
+                    .with_detail("Too many clients at once; retry shortly.");
             }
-        };
+        }
         // Built only when fields are written (refusals, or allowed
         // responses when configured).
         let reported = || -> SmallVec<[Reported<'_>; 2]> {
@@ -364,7 +378,7 @@ impl Shared {
                         return None;
                     }
                     Some(Reported {
-                        policy_member: &compiled.members[part.member],
+                        policy_member: compiled.members[part.member].value(),
                         name: &compiled.policy.name,
                         quota: check.quota,
                         decision: check.decision?,
@@ -373,7 +387,7 @@ impl Shared {
                 .collect()
         };
 
-        if !passes {
+        {
             // The enforced policies that refused, named from the plan itself
             // (the reported list leaves shadow policies out).
             let violated = || {
@@ -403,9 +417,9 @@ impl Shared {
                 )
                 .request(request)
                 .emit();
-                return Err(Rejection::payload_too_large()
+                return Rejection::payload_too_large()
                     .with_detail("This request costs more than the rate limit allows at once.")
-                    .with_extension("violated_policies", serde_json::Value::Array(names)));
+                    .with_extension("violated_policies", serde_json::Value::Array(names));
             }
             let retry_after = violated()
                 .map(|(_, decision)| decision.retry_after)
@@ -428,49 +442,58 @@ impl Shared {
             AuditEvent::refused(LAYER, RejectionKind::RateLimited, "rate limit exhausted")
                 .request(request)
                 .emit();
-            return Err(rejection);
+            rejection
         }
+    }
 
-        if plan
-            .checks
-            .iter()
-            .any(|c| !c.enforced && c.decision.is_some_and(|d| !d.allowed))
-        {
+    /// What an allowed request owes its response: the fields to write and
+    /// the charges to settle (none: nothing).
+    #[inline]
+    fn owed<B>(&self, request: &Request<B>, plan: &Plan) -> Option<Owed> {
+        // Only numbers and copies of the policies' members travel with the
+        // response; its fields are written when it arrives (`Owed::settle`),
+        // with no allocation before then. One plain loop: one or two
+        // policies, and iterator adaptors cost more than the work here.
+        let mut reports: SmallVec<[Compact; 2]> = SmallVec::new();
+        let mut charges: SmallVec<[(Check, ChargePredicate, Option<String>); 2]> = SmallVec::new();
+        let mut over_unenforced = false;
+        for (i, (check, part)) in plan.checks.iter().zip(&plan.parts).enumerate() {
+            let policy = &self.policies[part.policy].policy;
+            if let Some(decision) = check.decision {
+                over_unenforced |= !check.enforced && !decision.allowed;
+                if self.headers.on_allowed && !policy.shadow {
+                    reports.push(Compact {
+                        member: self.policies[part.policy].members[part.member].clone(),
+                        name_len: policy.name.len() as u8,
+                        limit: check.quota.count(),
+                        remaining: decision.remaining(),
+                        reset_secs: u32::try_from(headers::ceil_secs(decision.reset))
+                            .unwrap_or(u32::MAX),
+                    });
+                }
+            }
+            if let Some(predicate) = &policy.charge_when {
+                charges.push((*check, Arc::clone(predicate), plan.keys.get(i).cloned()));
+            }
+        }
+        if over_unenforced {
             AuditEvent::allowed(LAYER, "over a shadow or partly enforced rate limit")
                 .request(request)
                 .emit();
         }
-        // Only numbers travel with the response; its fields are written
-        // when it arrives (`Owed::settle`), with no allocation before then.
-        // Plain loops: one or two policies, and iterator adaptors cost more
-        // than the work here.
-        let mut allowed = Allowed::default();
-        let mut owed: SmallVec<[(Check, ChargePredicate, Option<String>); 2]> = SmallVec::new();
-        for (i, (check, part)) in plan.checks.iter().zip(&plan.parts).enumerate() {
-            let policy = &self.policies[part.policy].policy;
-            if self.headers.on_allowed
-                && !policy.shadow
-                && let Some(decision) = check.decision
-            {
-                allowed.reports.push(Compact {
-                    policy: part.policy,
-                    member: part.member,
-                    limit: check.quota.count(),
-                    remaining: decision.remaining(),
-                    reset_secs: headers::ceil_secs(decision.reset),
-                });
-            }
-            if let Some(predicate) = &policy.charge_when {
-                owed.push((*check, Arc::clone(predicate), plan.keys.get(i).cloned()));
-            }
+        if reports.is_empty() && charges.is_empty() {
+            return None;
         }
-        if !owed.is_empty() {
-            allowed.deferred = Some(Box::new(Deferred {
-                backend: self.backend.clone(),
-                checks: owed,
-            }));
-        }
-        Ok(allowed)
+        Some(Owed {
+            reports,
+            legacy: self.headers.legacy,
+            deferred: (!charges.is_empty()).then(|| {
+                Box::new(Deferred {
+                    backend: self.backend.clone(),
+                    checks: charges,
+                })
+            }),
+        })
     }
 }
 
@@ -509,12 +532,11 @@ where
                     Err(_) => Verdict::StoreFull,
                 };
                 match shared.conclude(&request, &plan, verdict) {
-                    Ok(allowed) => ResponseFuture::ready(
-                        CoreFuture::inner(self.inner.call(request)),
-                        allowed.owed(&self.shared),
-                    ),
+                    Ok(owed) => {
+                        ResponseFuture::ready(CoreFuture::inner(self.inner.call(request)), owed)
+                    }
                     Err(rejection) => ResponseFuture::ready(
-                        CoreFuture::rejected(respond(&request, rejection)),
+                        CoreFuture::rejected(respond(&request, *rejection)),
                         None,
                     ),
                 }
@@ -535,12 +557,11 @@ where
                         crate::redis_store::RedisOutcome::FailClosed => Verdict::FailClosed,
                     };
                     match shared.conclude(&request, &plan, verdict) {
-                        Ok(allowed) => {
-                            let owed = allowed.owed(&shared);
+                        Ok(owed) => {
                             ResponseFuture::ready(CoreFuture::inner(inner.call(request)), owed)
                                 .await
                         }
-                        Err(rejection) => Ok(respond(&request, rejection)),
+                        Err(rejection) => Ok(respond(&request, *rejection)),
                     }
                 }))
             }
@@ -548,42 +569,49 @@ where
     }
 }
 
-/// One reported policy of an allowed request: the numbers its fields are
-/// written from.
-#[derive(Clone, Copy)]
+/// One reported policy of an allowed request: its member and the numbers
+/// its fields are written from.
 pub(crate) struct Compact {
-    policy: usize,
-    member: usize,
+    /// `"name";q=..;w=..`: usually a pointer to an interned value.
+    member: Member,
+    /// The policy name's length (at most 64).
+    name_len: u8,
     limit: u32,
     remaining: u32,
-    reset_secs: u64,
+    reset_secs: u32,
 }
 
-/// What an allowed request owes its response.
-#[derive(Default)]
-pub(crate) struct Allowed {
-    reports: SmallVec<[Compact; 2]>,
-    deferred: Option<Box<Deferred>>,
-}
+impl Compact {
+    /// `"name"`, the start of this policy's members in both fields.
+    #[inline]
+    fn quoted_name(&self) -> &[u8] {
+        let member = self.member.value().as_bytes();
+        &member[..(usize::from(self.name_len) + 2).min(member.len())]
+    }
 
-impl Allowed {
-    fn owed(self, shared: &Arc<Shared>) -> Option<Owed> {
-        if self.reports.is_empty() && self.deferred.is_none() {
-            return None;
-        }
-        Some(Owed {
-            shared: Arc::clone(shared),
-            reports: self.reports,
-            deferred: self.deferred,
-        })
+    /// The length of this policy's `RateLimit` member,
+    /// `"name";r=<remaining>;t=<reset>`.
+    #[inline]
+    fn state_len(&self) -> usize {
+        self.quoted_name().len() + 6 + digits(self.remaining) + digits(self.reset_secs)
+    }
+
+    /// Writes this policy's `RateLimit` member.
+    #[inline]
+    fn write_state(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.quoted_name());
+        out.extend_from_slice(b";r=");
+        push_number(out, self.remaining);
+        out.extend_from_slice(b";t=");
+        push_number(out, self.reset_secs);
     }
 }
 
 /// Carried by the response future: the fields to write and the charges to
 /// settle once the response arrives.
 pub(crate) struct Owed {
-    shared: Arc<Shared>,
     reports: SmallVec<[Compact; 2]>,
+    legacy: bool,
     deferred: Option<Box<Deferred>>,
 }
 
@@ -591,65 +619,51 @@ impl Owed {
     /// Writes the rate-limit fields on the response and settles
     /// response-dependent charges.
     pub(crate) fn settle<B>(self, response: &mut Response<B>) {
-        if !self.reports.is_empty() {
-            self.write_fields(response.headers_mut());
+        let Owed {
+            reports,
+            legacy,
+            deferred,
+        } = self;
+        if !reports.is_empty() {
+            Self::write_fields(&reports, legacy, response.headers_mut());
         }
-        if let Some(deferred) = self.deferred {
+        if let Some(deferred) = deferred {
             deferred.settle(response.status());
         }
     }
 
-    /// `RateLimit-Policy` (precomputed members) and `RateLimit` (built on the
-    /// stack, one copy into the value), appended: when an inner layer or the
-    /// handler already wrote items, ours form another field line of the same
-    /// list, so a client sees every policy of every stacked layer.
-    fn write_fields(&self, headers: &mut http::HeaderMap) {
-        let policies = &self.shared.policies;
-        let policy = match &self.reports[..] {
-            [only] => policies[only.policy].members[only.member].clone(),
+    /// `RateLimit-Policy` (the policies' members) and `RateLimit`, appended:
+    /// when an inner layer or the handler already wrote items, ours form
+    /// another field line of the same list, so a client sees every policy of
+    /// every stacked layer.
+    ///
+    /// `RateLimit` is written straight into a buffer of its exact length,
+    /// which becomes the value without a copy: the one allocation of an
+    /// allowed request.
+    fn write_fields(reports: &[Compact], legacy: bool, headers: &mut http::HeaderMap) {
+        let policy = match reports {
+            // The usual case: the member itself (interned: a plain copy).
+            [only] => only.member.value().clone(),
             reports => {
-                let mut joined: SmallVec<[u8; 96]> = SmallVec::new();
+                let mut joined: SmallVec<[u8; 128]> = SmallVec::new();
                 for (i, report) in reports.iter().enumerate() {
                     if i > 0 {
                         joined.extend_from_slice(b", ");
                     }
-                    joined.extend_from_slice(
-                        policies[report.policy].members[report.member].as_bytes(),
-                    );
+                    joined.extend_from_slice(report.member.value().as_bytes());
                 }
                 headers::value_from(&joined)
             }
         };
-        let state = match &self.reports[..] {
-            // The usual case, on the stack with the numbers written in place.
-            [only] => {
-                let mut state = StateBuffer::new();
-                state.push(&policies[only.policy].state_prefix);
-                state.push_number(u64::from(only.remaining));
-                state.push(b";t=");
-                state.push_number(only.reset_secs);
-                state.value()
+        let len = reports.iter().map(Compact::state_len).sum::<usize>() + 2 * (reports.len() - 1);
+        let mut state = Vec::with_capacity(len);
+        for (i, report) in reports.iter().enumerate() {
+            if i > 0 {
+                state.extend_from_slice(b", ");
             }
-            reports => {
-                let mut state: SmallVec<[u8; 96]> = SmallVec::new();
-                let mut numbers = itoa::Buffer::new();
-                for (i, report) in reports.iter().enumerate() {
-                    if i > 0 {
-                        state.extend_from_slice(b", ");
-                    }
-                    state.extend_from_slice(&policies[report.policy].state_prefix);
-                    state.extend_from_slice(numbers.format(report.remaining).as_bytes());
-                    state.extend_from_slice(b";t=");
-                    state.extend_from_slice(numbers.format(report.reset_secs).as_bytes());
-                }
-                headers::value_from(&state)
-            }
-        };
-        headers.append(&headers::RATELIMIT_POLICY, policy);
-        headers.append(&headers::RATELIMIT, state);
-        if self.shared.headers.legacy
-            && let Some(tightest) = self.reports.iter().min_by_key(|r| r.remaining)
-        {
+            report.write_state(&mut state);
+        }
+        if legacy && let Some(tightest) = reports.iter().min_by_key(|r| r.remaining) {
             // Single-valued: the inner (more specific) values win.
             for (name, value) in [
                 (&headers::X_RATELIMIT_LIMIT, tightest.limit.into()),
@@ -661,55 +675,51 @@ impl Owed {
                 }
             }
         }
+        // By value, made at compile time: no reference count, no copy call.
+        headers.append(
+            const { HeaderName::from_static("ratelimit-policy") },
+            policy,
+        );
+        headers.append(
+            const { HeaderName::from_static("ratelimit") },
+            headers::value(state),
+        );
     }
 }
 
-/// One policy's `RateLimit` member, written into a fixed buffer: policy
-/// names are at most 64 bytes, so `"name";r=<u32>;t=<u64>` fits in 128.
-struct StateBuffer {
-    bytes: [u8; 128],
-    len: usize,
+/// The number of decimal digits of `n`.
+#[inline]
+fn digits(n: u32) -> usize {
+    n.checked_ilog10().unwrap_or(0) as usize + 1
 }
 
-impl StateBuffer {
-    #[inline]
-    fn new() -> Self {
-        Self {
-            bytes: [0; 128],
-            len: 0,
-        }
+/// Appends the decimal digits of `n`, made two at a time from the last
+/// (half the divisions of one at a time; `u32`, so each is a multiply and a
+/// shift).
+#[inline]
+fn push_number(out: &mut Vec<u8>, mut n: u32) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut digits_of_n = [0u8; 10];
+    let mut at = digits_of_n.len();
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        digits_of_n[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
-
-    #[inline]
-    fn push(&mut self, part: &[u8]) {
-        // Bounded by the name limit; a longer part would be cut, never
-        // written out of bounds.
-        let end = (self.len + part.len()).min(self.bytes.len());
-        self.bytes[self.len..end].copy_from_slice(&part[..end - self.len]);
-        self.len = end;
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        digits_of_n[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        at -= 1;
+        digits_of_n[at] = b'0' + n as u8;
     }
-
-    /// Decimal digits written in place (a formatting library would format
-    /// into its own buffer, then copy).
-    #[inline]
-    fn push_number(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[at..]);
-    }
-
-    #[inline]
-    fn value(&self) -> HeaderValue {
-        headers::value_from(&self.bytes[..self.len])
-    }
+    out.extend_from_slice(&digits_of_n[at..]);
 }
 
 /// Where the layer keeps its state.
@@ -777,4 +787,103 @@ fn percent_roll() -> u8 {
         state.set(x);
         (x % 100) as u8
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Quota;
+    use http::HeaderValue;
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            11,
+            99,
+            100,
+            101,
+            999,
+            1_000,
+            65_536,
+            999_999_999,
+            1_000_000_000,
+            u32::MAX,
+        ] {
+            let mut out = Vec::new();
+            push_number(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes(), "{n}");
+            assert_eq!(digits(n), out.len(), "{n}");
+        }
+    }
+
+    fn report(name: &str, quota: Quota, remaining: u32, reset_secs: u32) -> Compact {
+        Compact {
+            member: headers::policy_member(name, &quota),
+            name_len: name.len() as u8,
+            limit: quota.count(),
+            remaining,
+            reset_secs,
+        }
+    }
+
+    #[test]
+    fn fields_are_written_with_their_exact_lengths() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("ratelimit", HeaderValue::from_static("\"inner\";r=1;t=1"));
+        let reports = [
+            report("per_ip", Quota::per_minute(100), 0, 60),
+            report("daily-64", Quota::per_day(5_000), u32::MAX, 86_400),
+        ];
+        for report in &reports {
+            let mut state = Vec::new();
+            report.write_state(&mut state);
+            assert_eq!(state.len(), report.state_len());
+        }
+        Owed::write_fields(&reports, true, &mut headers);
+        let values = |name: &str| -> Vec<&[u8]> {
+            headers
+                .get_all(name)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect()
+        };
+        assert_eq!(
+            values("ratelimit-policy"),
+            [&b"\"per_ip\";q=100;w=60, \"daily-64\";q=5000;w=86400"[..]]
+        );
+        // Appended after the inner layer's line: one list, every policy.
+        assert_eq!(
+            values("ratelimit"),
+            [
+                &b"\"inner\";r=1;t=1"[..],
+                &b"\"per_ip\";r=0;t=60, \"daily-64\";r=4294967295;t=86400"[..]
+            ]
+        );
+        assert_eq!(values("x-ratelimit-remaining"), [&b"0"[..]]);
+        assert_eq!(values("x-ratelimit-limit"), [&b"100"[..]]);
+        assert_eq!(values("x-ratelimit-reset"), [&b"60"[..]]);
+    }
+
+    #[test]
+    fn one_policy_carries_its_member_itself() {
+        let mut headers = http::HeaderMap::new();
+        Owed::write_fields(
+            &[report("burst", Quota::per_second(10), 3, 1)],
+            false,
+            &mut headers,
+        );
+        assert_eq!(
+            headers.get("ratelimit-policy").map(HeaderValue::as_bytes),
+            Some(&b"\"burst\";q=10;w=1"[..])
+        );
+        assert_eq!(
+            headers.get("ratelimit").map(HeaderValue::as_bytes),
+            Some(&b"\"burst\";r=3;t=1"[..])
+        );
+        assert!(!headers.contains_key("x-ratelimit-limit"));
+    }
 }
