@@ -45,6 +45,12 @@ impl Exemptions {
         });
     }
 
+    /// Whether nothing is exempt (callers skip reading the path).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.methods.is_empty() && self.paths.is_empty()
+    }
+
     /// Whether a request with this method and path is exempt.
     #[inline]
     pub fn matches(&self, method: &Method, path: &str) -> bool {

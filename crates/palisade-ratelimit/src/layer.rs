@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderName, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use palisade_core::audit::AuditEvent;
 use palisade_core::body::ResponseBody;
 use palisade_core::future::ResponseFuture as CoreFuture;
@@ -59,6 +59,10 @@ struct Shared {
     policies: Vec<Compiled>,
     backend: Backend,
     headers: HeaderOptions,
+    /// Some policy is in shadow mode or partly enforced.
+    any_unenforced: bool,
+    /// Some policy charges by the response.
+    any_charge_when: bool,
 }
 
 struct Compiled {
@@ -170,8 +174,13 @@ impl RateLimitLayerBuilder {
                 }
             })
             .collect();
+        let policies: Vec<Compiled> = policies;
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
+                any_unenforced: policies
+                    .iter()
+                    .any(|c| c.policy.shadow || c.policy.enforce_percent < 100),
+                any_charge_when: policies.iter().any(|c| c.policy.charge_when.is_some()),
                 policies,
                 backend,
                 headers: self.headers,
@@ -452,19 +461,32 @@ impl Shared {
     fn owed<B>(&self, request: &Request<B>, plan: &Plan) -> Option<Owed> {
         // Only numbers and copies of the policies' members travel with the
         // response; its fields are written when it arrives (`Owed::settle`),
-        // with no allocation before then. One plain loop: one or two
-        // policies, and iterator adaptors cost more than the work here.
-        let mut reports: SmallVec<[Compact; 2]> = SmallVec::new();
-        let mut charges: SmallVec<[(Check, ChargePredicate, Option<String>); 2]> = SmallVec::new();
-        let mut over_unenforced = false;
-        for (i, (check, part)) in plan.checks.iter().zip(&plan.parts).enumerate() {
-            let policy = &self.policies[part.policy].policy;
-            if let Some(decision) = check.decision {
-                over_unenforced |= !check.enforced && !decision.allowed;
-                if self.headers.on_allowed && !policy.shadow {
-                    reports.push(Compact {
-                        member: self.policies[part.policy].members[part.member].clone(),
-                        name_len: policy.name.len() as u8,
+        // with no allocation before then. Plain loops over one or two
+        // policies; what no policy of the layer uses is skipped whole.
+        if self.any_unenforced
+            && plan
+                .checks
+                .iter()
+                .any(|c| !c.enforced && c.decision.is_some_and(|d| !d.allowed))
+        {
+            AuditEvent::allowed(LAYER, "over a shadow or partly enforced rate limit")
+                .request(request)
+                .emit();
+        }
+        let mut owed = Owed {
+            reports: SmallVec::new(),
+            legacy: self.headers.legacy,
+            deferred: None,
+        };
+        if self.headers.on_allowed {
+            for (check, part) in plan.checks.iter().zip(&plan.parts) {
+                let compiled = &self.policies[part.policy];
+                if let Some(decision) = check.decision
+                    && !compiled.policy.shadow
+                {
+                    owed.reports.push(Compact {
+                        member: compiled.members[part.member].clone(),
+                        name_len: compiled.policy.name.len() as u8,
                         limit: check.quota.count(),
                         remaining: decision.remaining(),
                         reset_secs: u32::try_from(headers::ceil_secs(decision.reset))
@@ -472,27 +494,29 @@ impl Shared {
                     });
                 }
             }
-            if let Some(predicate) = &policy.charge_when {
-                charges.push((*check, Arc::clone(predicate), plan.keys.get(i).cloned()));
-            }
         }
-        if over_unenforced {
-            AuditEvent::allowed(LAYER, "over a shadow or partly enforced rate limit")
-                .request(request)
-                .emit();
+        if self.any_charge_when {
+            owed.deferred = self.deferred(plan);
         }
-        if reports.is_empty() && charges.is_empty() {
+        if owed.reports.is_empty() && owed.deferred.is_none() {
             return None;
         }
-        Some(Owed {
-            reports,
-            legacy: self.headers.legacy,
-            deferred: (!charges.is_empty()).then(|| {
-                Box::new(Deferred {
-                    backend: self.backend.clone(),
-                    checks: charges,
-                })
-            }),
+        Some(owed)
+    }
+
+    /// The response-dependent charges of an allowed request.
+    fn deferred(&self, plan: &Plan) -> Option<Box<Deferred>> {
+        let mut checks: SmallVec<[(Check, ChargePredicate, Option<String>); 2]> = SmallVec::new();
+        for (i, (check, part)) in plan.checks.iter().zip(&plan.parts).enumerate() {
+            if let Some(predicate) = &self.policies[part.policy].policy.charge_when {
+                checks.push((*check, Arc::clone(predicate), plan.keys.get(i).cloned()));
+            }
+        }
+        (!checks.is_empty()).then(|| {
+            Box::new(Deferred {
+                backend: self.backend.clone(),
+                checks,
+            })
         })
     }
 }
@@ -514,6 +538,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared: &Shared = &self.shared;
         let mut plan = Plan {
@@ -641,39 +666,18 @@ impl Owed {
     /// which becomes the value without a copy: the one allocation of an
     /// allowed request.
     fn write_fields(reports: &[Compact], legacy: bool, headers: &mut http::HeaderMap) {
-        let policy = match reports {
-            // The usual case: the member itself (interned: a plain copy).
-            [only] => only.member.value().clone(),
-            reports => {
-                let mut joined: SmallVec<[u8; 128]> = SmallVec::new();
-                for (i, report) in reports.iter().enumerate() {
-                    if i > 0 {
-                        joined.extend_from_slice(b", ");
-                    }
-                    joined.extend_from_slice(report.member.value().as_bytes());
-                }
-                headers::value_from(&joined)
+        let (policy, state) = match reports {
+            // The usual case: the member itself (interned: a plain copy),
+            // and one member of `RateLimit`.
+            [only] => {
+                let mut state = Vec::with_capacity(only.state_len());
+                only.write_state(&mut state);
+                (only.member.value().clone(), state)
             }
+            reports => Self::joined(reports),
         };
-        let len = reports.iter().map(Compact::state_len).sum::<usize>() + 2 * (reports.len() - 1);
-        let mut state = Vec::with_capacity(len);
-        for (i, report) in reports.iter().enumerate() {
-            if i > 0 {
-                state.extend_from_slice(b", ");
-            }
-            report.write_state(&mut state);
-        }
-        if legacy && let Some(tightest) = reports.iter().min_by_key(|r| r.remaining) {
-            // Single-valued: the inner (more specific) values win.
-            for (name, value) in [
-                (&headers::X_RATELIMIT_LIMIT, tightest.limit.into()),
-                (&headers::X_RATELIMIT_REMAINING, tightest.remaining.into()),
-                (&headers::X_RATELIMIT_RESET, tightest.reset_secs.into()),
-            ] {
-                if !headers.contains_key(name) {
-                    headers.insert(name, value);
-                }
-            }
+        if legacy {
+            Self::write_legacy(reports, headers);
         }
         // By value, made at compile time: no reference count, no copy call.
         headers.append(
@@ -684,6 +688,43 @@ impl Owed {
             const { HeaderName::from_static("ratelimit") },
             headers::value(state),
         );
+    }
+
+    /// Both fields' values for several policies (kept out of the one-policy
+    /// path, whose stack frame it would grow).
+    #[inline(never)]
+    fn joined(reports: &[Compact]) -> (HeaderValue, Vec<u8>) {
+        let mut policy: SmallVec<[u8; 128]> = SmallVec::new();
+        let len = reports.iter().map(Compact::state_len).sum::<usize>()
+            + 2 * reports.len().saturating_sub(1);
+        let mut state = Vec::with_capacity(len);
+        for (i, report) in reports.iter().enumerate() {
+            if i > 0 {
+                policy.extend_from_slice(b", ");
+                state.extend_from_slice(b", ");
+            }
+            policy.extend_from_slice(report.member.value().as_bytes());
+            report.write_state(&mut state);
+        }
+        (headers::value_from(&policy), state)
+    }
+
+    /// The legacy `X-RateLimit-*` fields, for the policy with the fewest
+    /// requests left. Single-valued: the inner (more specific) values win.
+    #[inline(never)]
+    fn write_legacy(reports: &[Compact], headers: &mut http::HeaderMap) {
+        let Some(tightest) = reports.iter().min_by_key(|r| r.remaining) else {
+            return;
+        };
+        for (name, value) in [
+            (&headers::X_RATELIMIT_LIMIT, tightest.limit.into()),
+            (&headers::X_RATELIMIT_REMAINING, tightest.remaining.into()),
+            (&headers::X_RATELIMIT_RESET, tightest.reset_secs.into()),
+        ] {
+            if !headers.contains_key(name) {
+                headers.insert(name, value);
+            }
+        }
     }
 }
 
@@ -793,7 +834,6 @@ fn percent_roll() -> u8 {
 mod tests {
     use super::*;
     use crate::Quota;
-    use http::HeaderValue;
 
     #[test]
     fn numbers_are_written_in_decimal() {

@@ -259,8 +259,9 @@ impl RateLimitPolicy {
         &self.name
     }
 
+    #[inline]
     pub(crate) fn is_exempt(&self, head: &RequestHead<'_>) -> bool {
-        if self.exempt.matches(head.method(), head.uri().path()) {
+        if !self.exempt.is_empty() && self.exempt.matches(head.method(), head.uri().path()) {
             return true;
         }
         if !self.exempt_networks.is_empty()
