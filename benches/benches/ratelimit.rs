@@ -92,6 +92,14 @@ fn layers() -> (
     (ours, ours_quiet, theirs)
 }
 
+/// A client address as the store's key bytes (IPv4 mapped into IPv6).
+fn ip_key(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
 fn bench_ratelimit(c: &mut Criterion) {
     let mut group = c.benchmark_group("ratelimit_layer");
     group.measurement_time(Duration::from_secs(3));
@@ -169,14 +177,9 @@ fn bench_ratelimit(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("palisade check_in", label), |b| {
             b.iter(|| {
                 n = (n + 7_919) % keys;
-                let ip = client_ip(n);
-                let bytes = match ip {
-                    IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                    IpAddr::V6(v6) => v6.octets(),
-                };
                 black_box(
                     store
-                        .check_in(&per_ip, &bytes, &quota, 1)
+                        .check_in(&per_ip, &ip_key(client_ip(n)), &quota, 1)
                         .map(|d| d.allowed),
                 )
             })
@@ -192,14 +195,14 @@ fn bench_ratelimit(c: &mut Criterion) {
     group.finish();
 }
 
-/// With `RATELIMIT_COUNT=<0..3>` (bare, palisade, palisade with fields on
-/// refusals only, tower_governor) and `RATELIMIT_ITERATIONS=n`, makes `n`
-/// requests through that contender (from `RATELIMIT_KEYS` client addresses,
-/// default 1) and exits, for
-/// counting instructions under `valgrind --tool=callgrind` (a count the load
-/// of a shared machine does not move; run with 0 iterations to subtract the
-/// start-up). It also prints the wall time per request, for timing the
-/// contenders in alternation (`benches/scripts/alternate`).
+/// With `RATELIMIT_COUNT=<0..5>` (bare, palisade, palisade with fields on
+/// refusals only, tower_governor; then the decision alone: palisade's
+/// `check_in`, governor's `check_key`) and `RATELIMIT_ITERATIONS=n`, makes
+/// `n` requests through that contender (from `RATELIMIT_KEYS` client
+/// addresses, default 1) and exits, for counting instructions under
+/// `valgrind --tool=callgrind` (a count the load of a shared machine does not
+/// move; `benches/scripts/count`). It also prints the wall time per request,
+/// for timing the contenders in alternation (`benches/scripts/alternate`).
 fn count_mode() -> bool {
     let (Ok(index), Ok(iterations)) = (
         std::env::var("RATELIMIT_COUNT"),
@@ -230,11 +233,34 @@ fn count_mode() -> bool {
             }
         }};
     }
+    // The decision alone: palisade's store, governor's `check_key`.
+    let store = MemoryStore::default();
+    let per_ip = store.namespace("per_ip");
+    let quota = Quota::per_second(BURST);
+    let limiter = RateLimiter::<IpAddr, _, _>::keyed(GovernorQuota::per_second(
+        NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MAX),
+    ));
     match index {
         0 => run!(tower::service_fn(ok)),
         1 => run!(ours.layer(tower::service_fn(ok))),
         2 => run!(ours_quiet.layer(tower::service_fn(ok))),
-        _ => run!(theirs.layer(tower::service_fn(ok))),
+        3 => run!(theirs.layer(tower::service_fn(ok))),
+        4 => {
+            for _ in 0..iterations {
+                n = (n + 7_919) % keys;
+                black_box(
+                    store
+                        .check_in(&per_ip, &ip_key(client_ip(n)), &quota, 1)
+                        .is_ok_and(|d| d.allowed),
+                );
+            }
+        }
+        _ => {
+            for _ in 0..iterations {
+                n = (n + 7_919) % keys;
+                black_box(limiter.check_key(&client_ip(n)).is_ok());
+            }
+        }
     }
     let elapsed = started.elapsed();
     eprintln!(
