@@ -339,9 +339,10 @@ impl Shared {
         }
     }
 
-    /// The rejection of a request that did not pass (boxed: the rare path,
-    /// kept out of the allowed path's stack and moves).
-    #[cold]
+    /// The rejection of a request that did not pass, boxed and out of line:
+    /// a rejection is a few hundred bytes, which would otherwise grow the
+    /// allowed path's stack frame and every move of its result. (Not marked
+    /// cold: under a flood, refusals are most requests.)
     #[inline(never)]
     fn refuse<B>(&self, request: &Request<B>, plan: &Plan, verdict: Verdict) -> Box<Rejection> {
         Box::new(self.rejection(request, plan, verdict))
