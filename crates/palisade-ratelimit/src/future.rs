@@ -30,8 +30,9 @@ pin_project! {
         Ready {
             #[pin]
             inner: CoreFuture<F, B>,
-            // A few numbers and an `Arc`: the fields are written from them
-            // when the response arrives, so nothing is allocated up front.
+            // A few numbers and the policies' (interned) members: the fields
+            // are written from them when the response arrives, so nothing is
+            // allocated up front.
             owed: Option<Owed>,
         },
         // Waiting for a remote store, then the inner call.

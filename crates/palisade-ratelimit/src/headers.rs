@@ -62,6 +62,10 @@ static INTERNED: Mutex<BTreeMap<String, &'static HeaderValue>> = Mutex::new(BTre
 /// The member of a policy that has none (an unlimited tier; never reported).
 static NO_MEMBER: HeaderValue = HeaderValue::from_static("");
 
+/// Stands in for a member that could not be made (unreachable: policy names
+/// are validated when the policy is built).
+static INVALID_MEMBER: HeaderValue = HeaderValue::from_static("\"policy\"");
+
 /// A policy member `"name";q=100;w=60`, as responses carry it.
 ///
 /// Every allowed response carries a copy of its policies' members, so a
@@ -104,9 +108,14 @@ pub(crate) fn policy_member(name: &str, quota: &Quota) -> Member {
         quota.count(),
         ceil_secs(quota.period()).max(1)
     );
-    // Names are validated to letters, digits, - and _: always a valid value.
+    // Names are validated to letters, digits, - and _, so the text is
+    // always visible ASCII, what `from_static` below requires; anything else
+    // would be refused here rather than panic there.
+    if !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Member::Interned(&INVALID_MEMBER);
+    }
     let Ok(counted) = HeaderValue::from_str(&text) else {
-        return Member::none();
+        return Member::Interned(&INVALID_MEMBER);
     };
     let mut interned = INTERNED
         .lock()
@@ -117,7 +126,8 @@ pub(crate) fn policy_member(name: &str, quota: &Quota) -> Member {
     if interned.len() >= INTERNED_MAX {
         return Member::Counted(Arc::new(counted));
     }
-    // Valid (checked just above), so `from_static` cannot panic.
+    // Visible ASCII (checked above), so `from_static` cannot panic; a
+    // `'static` value is what makes its copies free of reference counts.
     let value: &'static HeaderValue = Box::leak(Box::new(HeaderValue::from_static(Box::leak(
         text.clone().into_boxed_str(),
     ))));
@@ -243,6 +253,8 @@ mod tests {
         assert!(std::ptr::eq(a, b), "the same text is made once");
         assert_eq!(a.as_bytes(), b"\"interned-once\";q=7;w=60");
         // Past the bound, members are reference counted, not kept forever.
+        // (This fills the process's table: later members in this test
+        // binary are counted, which no other test depends on.)
         let mut counted = None;
         for i in 0..=INTERNED_MAX {
             if let Member::Counted(value) = policy_member(&format!("many-{i}"), &quota) {

@@ -490,8 +490,7 @@ impl Shared {
                         name_len: compiled.policy.name.len() as u8,
                         limit: check.quota.count(),
                         remaining: decision.remaining(),
-                        reset_secs: u32::try_from(headers::ceil_secs(decision.reset))
-                            .unwrap_or(u32::MAX),
+                        reset_secs: headers::ceil_secs(decision.reset),
                     });
                 }
             }
@@ -604,7 +603,7 @@ pub(crate) struct Compact {
     name_len: u8,
     limit: u32,
     remaining: u32,
-    reset_secs: u32,
+    reset_secs: u64,
 }
 
 impl Compact {
@@ -619,7 +618,7 @@ impl Compact {
     /// `"name";r=<remaining>;t=<reset>`.
     #[inline]
     fn state_len(&self) -> usize {
-        self.quoted_name().len() + 6 + digits(self.remaining) + digits(self.reset_secs)
+        self.quoted_name().len() + 6 + digits(u64::from(self.remaining)) + digits(self.reset_secs)
     }
 
     /// Writes this policy's `RateLimit` member.
@@ -627,7 +626,7 @@ impl Compact {
     fn write_state(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.quoted_name());
         out.extend_from_slice(b";r=");
-        push_number(out, self.remaining);
+        push_number(out, u64::from(self.remaining));
         out.extend_from_slice(b";t=");
         push_number(out, self.reset_secs);
     }
@@ -731,21 +730,20 @@ impl Owed {
 
 /// The number of decimal digits of `n`.
 #[inline]
-fn digits(n: u32) -> usize {
+fn digits(n: u64) -> usize {
     n.checked_ilog10().unwrap_or(0) as usize + 1
 }
 
 /// Appends the decimal digits of `n`, made two at a time from the last
-/// (half the divisions of one at a time; `u32`, so each is a multiply and a
-/// shift).
+/// (half the divisions of one at a time; each is a multiply and a shift).
 #[inline]
-fn push_number(out: &mut Vec<u8>, mut n: u32) {
+fn push_number(out: &mut Vec<u8>, mut n: u64) {
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\
         6061626364656667686970717273747576777879\
         8081828384858687888990919293949596979899";
-    let mut digits_of_n = [0u8; 10];
+    let mut digits_of_n = [0u8; 20];
     let mut at = digits_of_n.len();
     while n >= 100 {
         let pair = (n % 100) as usize * 2;
@@ -852,7 +850,9 @@ mod tests {
             65_536,
             999_999_999,
             1_000_000_000,
-            u32::MAX,
+            u64::from(u32::MAX),
+            10_000_000_000_000_000_000,
+            u64::MAX,
         ] {
             let mut out = Vec::new();
             push_number(&mut out, n);
@@ -861,7 +861,7 @@ mod tests {
         }
     }
 
-    fn report(name: &str, quota: Quota, remaining: u32, reset_secs: u32) -> Compact {
+    fn report(name: &str, quota: Quota, remaining: u32, reset_secs: u64) -> Compact {
         Compact {
             member: headers::policy_member(name, &quota),
             name_len: name.len() as u8,
