@@ -23,6 +23,7 @@ pub enum RedisMode {
 /// call_timeout_ms = 50
 /// connect_timeout_ms = 1000
 /// key_prefix = "palisade"
+/// breaker_cooldown_ms = 250
 /// ```
 ///
 /// `Debug` hides passwords in URLs.
@@ -43,6 +44,11 @@ pub struct RedisConfig {
     pub connect_timeout_ms: u64,
     /// The prefix of every key (default `palisade`).
     pub key_prefix: String,
+    /// After three calls in a row found Redis unavailable, calls fail at
+    /// once for this long (default 250 ms), then one call probes: a dead
+    /// Redis costs requests nothing but their failure policy. 0 turns the
+    /// breaker off.
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -53,6 +59,7 @@ impl Default for RedisConfig {
             call_timeout_ms: 50,
             connect_timeout_ms: 1_000,
             key_prefix: "palisade".to_owned(),
+            breaker_cooldown_ms: 250,
         }
     }
 }
@@ -97,8 +104,18 @@ impl RedisConfig {
         self
     }
 
+    /// Sets the breaker's cooldown (zero: no breaker).
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        self.breaker_cooldown_ms = u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
     pub(crate) fn call_timeout_duration(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+
+    pub(crate) fn breaker_cooldown_duration(&self) -> Duration {
+        Duration::from_millis(self.breaker_cooldown_ms)
     }
 
     pub(crate) fn connect_timeout_duration(&self) -> Duration {
@@ -156,6 +173,7 @@ impl fmt::Debug for RedisConfig {
             .field("call_timeout_ms", &self.call_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("key_prefix", &self.key_prefix)
+            .field("breaker_cooldown_ms", &self.breaker_cooldown_ms)
             .finish()
     }
 }

@@ -9,6 +9,9 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
 
+use palisade_core::clock::{Clock, SystemClock};
+
+use crate::breaker::Breaker;
 use crate::config::{RedisConfig, RedisMode, redact_url};
 use crate::error::RedisError;
 
@@ -24,6 +27,9 @@ pub struct RedisConnection {
     inner: Inner,
     call_timeout: Duration,
     description: std::sync::Arc<str>,
+    /// Shared by clones: every user of the connection sees Redis as down
+    /// (and stops waiting on it) together. `None`: turned off.
+    breaker: Option<std::sync::Arc<Breaker>>,
 }
 
 #[derive(Clone)]
@@ -76,6 +82,7 @@ impl RedisConnection {
             inner,
             call_timeout,
             description,
+            breaker: breaker(config),
         })
     }
 
@@ -96,6 +103,7 @@ impl RedisConnection {
             inner: Inner::Standalone(manager),
             call_timeout,
             description: describe(config),
+            breaker: breaker(config),
         })
     }
 
@@ -139,15 +147,37 @@ impl RedisConnection {
         }
     }
 
+    /// Whether the connection's breaker is open: calls found Redis
+    /// unavailable just now and fail at once with
+    /// [`RedisError::RecentlyUnavailable`] until its cooldown ends.
+    pub fn is_breaker_open(&self) -> bool {
+        self.breaker.as_deref().is_some_and(Breaker::is_open)
+    }
+
+    /// Runs a call through the breaker and within the per-call timeout.
     pub(crate) async fn within_timeout<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RedisError> {
-        match tokio::time::timeout(self.call_timeout, call).await {
+        let permit = match &self.breaker {
+            Some(breaker) => match breaker.admit(SystemClock.now()) {
+                Some(permit) => Some(permit),
+                None => return Err(RedisError::RecentlyUnavailable),
+            },
+            None => None,
+        };
+        let result = match tokio::time::timeout(self.call_timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(RedisError::from_redis(error, self.call_timeout)),
             Err(_) => Err(RedisError::Timeout(self.call_timeout)),
+        };
+        if let Some(permit) = permit {
+            match &result {
+                Err(error) if error.is_unavailable() => permit.failure(SystemClock.now()),
+                _ => permit.success(),
+            }
         }
+        result
     }
 }
 
@@ -180,6 +210,11 @@ impl ConnectionLike for RedisConnection {
             Inner::Cluster(c) => c.get_db(),
         }
     }
+}
+
+fn breaker(config: &RedisConfig) -> Option<std::sync::Arc<Breaker>> {
+    let cooldown = config.breaker_cooldown_duration();
+    (!cooldown.is_zero()).then(|| std::sync::Arc::new(Breaker::new(cooldown)))
 }
 
 fn validate(config: &RedisConfig) -> Result<Duration, RedisError> {

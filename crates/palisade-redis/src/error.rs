@@ -18,13 +18,21 @@ pub enum RedisError {
     /// The configuration cannot work.
     #[error("invalid redis configuration: {0}")]
     Config(String),
+    /// Not asked: calls found Redis unavailable just now, and the
+    /// connection's breaker fails calls at once until its cooldown ends.
+    #[error("redis not asked: unavailable just now")]
+    RecentlyUnavailable,
 }
 
 impl RedisError {
-    /// Whether the error means Redis is unreachable (timeout or connection),
-    /// as opposed to a command Redis refused.
+    /// Whether the error means Redis is unreachable (timeout, connection,
+    /// or a breaker open after either), as opposed to a command Redis
+    /// refused.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, RedisError::Timeout(_) | RedisError::Connection(_))
+        matches!(
+            self,
+            RedisError::Timeout(_) | RedisError::Connection(_) | RedisError::RecentlyUnavailable
+        )
     }
 }
 

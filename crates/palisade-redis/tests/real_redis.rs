@@ -1,6 +1,7 @@
 //! palisade-redis against real `redis-server` processes that the tests start
 //! on free loopback ports: commands, scripts and NOSCRIPT reloads, timeouts,
-//! a server killed mid-call and restarted, and a 3-node cluster.
+//! a server killed mid-call and restarted, the breaker that stops asking a
+//! server that keeps failing, and a 3-node cluster.
 
 // A failed expectation in a test is a failing test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -170,6 +171,71 @@ async fn a_lazy_connection_builds_while_redis_is_down_and_works_once_it_is_up() 
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_redis_that_keeps_timing_out_is_not_asked_until_a_probe_finds_it_back() {
+    let server = RedisServer::start().expect("redis-server");
+    let config = RedisConfig::standalone(server.url())
+        .call_timeout(Duration::from_millis(50))
+        .breaker_cooldown(Duration::from_millis(200));
+    let connection = RedisConnection::connect(&config).await.expect("connect");
+    connection.ping().await.expect("ping");
+    assert!(!connection.is_breaker_open());
+
+    // A stalled server (for 1.5 s): calls time out, three in a row open
+    // the breaker.
+    assert_eq!(
+        server
+            .command(&["CLIENT", "PAUSE", "1500", "ALL"])
+            .expect("pause"),
+        "+OK"
+    );
+    for _ in 0..palisade_redis::Breaker::THRESHOLD {
+        let result = must_finish("a call to a stalled server", connection.ping()).await;
+        assert!(matches!(result, Err(RedisError::Timeout(_))), "{result:?}");
+    }
+    assert!(connection.is_breaker_open());
+    // Now calls are not sent at all (clones share the breaker), and they
+    // still read as "unavailable" to every failure policy.
+    let refused = connection.clone().ping().await;
+    assert!(
+        matches!(refused, Err(RedisError::RecentlyUnavailable)),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .as_ref()
+            .err()
+            .is_some_and(RedisError::is_unavailable)
+    );
+
+    // The server comes back when its pause ends: after a cooldown one call
+    // probes, finds it, and closes the breaker for everyone.
+    must_finish("recovering", async {
+        while connection.ping().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(!connection.is_breaker_open());
+}
+
+#[tokio::test]
+async fn a_connection_without_a_breaker_asks_every_time() {
+    let server = RedisServer::start().expect("redis-server");
+    let config = RedisConfig::standalone(server.url())
+        .call_timeout(Duration::from_millis(50))
+        .breaker_cooldown(Duration::ZERO);
+    let connection = RedisConnection::connect(&config).await.expect("connect");
+    server
+        .command(&["CLIENT", "PAUSE", "1000", "ALL"])
+        .expect("pause");
+    for _ in 0..palisade_redis::Breaker::THRESHOLD + 2 {
+        let result = must_finish("a call to a stalled server", connection.ping()).await;
+        assert!(matches!(result, Err(RedisError::Timeout(_))), "{result:?}");
+    }
+    assert!(!connection.is_breaker_open());
 }
 
 #[tokio::test]

@@ -16,10 +16,9 @@ use palisade_redis::{
 use crate::gcra::{Decision, Quota};
 use crate::memory::{Check, MemoryStore};
 
-mod breaker;
 mod scripts;
 
-use breaker::Breaker;
+use palisade_redis::Breaker;
 use scripts::{GCRA_SCRIPT, REFUND_SCRIPT};
 
 /// Where the Redis store reads the time.
@@ -225,10 +224,10 @@ impl RedisStore {
                 return RedisOutcome::Decided(false);
             }
         }
-        let error = if inner.breaker.allows(now) {
+        let error = if let Some(permit) = inner.breaker.admit(now) {
             match self.call(checks, keys).await {
                 Ok(passes) => {
-                    inner.breaker.success();
+                    permit.success();
                     for check in checks.iter() {
                         if let Some(decision) = check.decision
                             && check.enforced
@@ -255,13 +254,15 @@ impl RedisStore {
                 }
                 Err(error) => {
                     if error.is_unavailable() {
-                        inner.breaker.failure(now);
+                        permit.failure(now);
+                    } else {
+                        permit.success();
                     }
                     error
                 }
             }
         } else {
-            RedisError::Config("breaker open: redis recently unavailable".into())
+            RedisError::RecentlyUnavailable
         };
         match inner.counts.record("ratelimit", &inner.failure, &error) {
             FallbackDecision::Allow => RedisOutcome::FailOpen,
@@ -417,9 +418,9 @@ impl RedisStore {
     /// Gives back a response-dependent check's charge.
     pub(crate) async fn refund(&self, check: Check, key: String) {
         let inner = &*self.inner;
-        if !inner.breaker.allows(inner.clock.now()) {
+        let Some(permit) = inner.breaker.admit(inner.clock.now()) else {
             return;
-        }
+        };
         let now_arg = self.now_arg();
         let back = check
             .quota
@@ -428,10 +429,16 @@ impl RedisStore {
             .max(1)
             .saturating_mul(u64::from(check.cost))
             .to_string();
-        let _: Result<i64, _> = inner
+        let refunded: Result<i64, RedisError> = inner
             .refund_script
             .invoke(&inner.connection, &[key.as_str()], &[now_arg, back])
             .await;
+        // Settled like any other call: a refund must not leave a probe's
+        // place taken (the breaker would stay open for good).
+        match refunded {
+            Err(error) if error.is_unavailable() => permit.failure(inner.clock.now()),
+            _ => permit.success(),
+        }
     }
 }
 
