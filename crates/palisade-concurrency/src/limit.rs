@@ -319,7 +319,7 @@ impl LimitShared {
     fn target<B>(&self, request: &Request<B>) -> Target {
         if self
             .exemptions
-            .matches(request.method(), request.uri().path())
+            .matches_request(request.method(), request.uri())
         {
             return Target::Unlimited;
         }

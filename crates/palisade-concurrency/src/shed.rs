@@ -564,7 +564,7 @@ where
         let shared = &self.shared;
         if shared
             .exemptions
-            .matches(request.method(), request.uri().path())
+            .matches_request(request.method(), request.uri())
         {
             return ResponseFuture::admitted(self.inner.call(request), None);
         }

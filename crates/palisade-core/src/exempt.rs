@@ -13,7 +13,7 @@
 //! assert!(!exempt.matches(&Method::GET, "/health/deep"));
 //! ```
 
-use http::Method;
+use http::{Method, Uri};
 
 /// Exempt methods and paths, fixed at build time.
 #[derive(Clone, Debug, Default)]
@@ -45,20 +45,26 @@ impl Exemptions {
         });
     }
 
-    /// Whether nothing is exempt (callers skip reading the path).
+    /// Whether a request with this method and URI is exempt. The path is
+    /// read from the URI only when a path is exempt: layers ask this on
+    /// every request, and most exempt nothing or methods only.
     #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.methods.is_empty() && self.paths.is_empty()
+    pub fn matches_request(&self, method: &Method, uri: &Uri) -> bool {
+        self.methods.iter().any(|m| m == method)
+            || (!self.paths.is_empty() && self.matches_path(uri.path()))
+    }
+
+    fn matches_path(&self, path: &str) -> bool {
+        self.paths.iter().any(|p| match p {
+            PathMatch::Exact(exact) => path == exact,
+            PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+        })
     }
 
     /// Whether a request with this method and path is exempt.
     #[inline]
     pub fn matches(&self, method: &Method, path: &str) -> bool {
-        self.methods.iter().any(|m| m == method)
-            || self.paths.iter().any(|p| match p {
-                PathMatch::Exact(exact) => path == exact,
-                PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
-            })
+        self.methods.iter().any(|m| m == method) || self.matches_path(path)
     }
 }
 
@@ -77,5 +83,20 @@ mod tests {
         assert!(exempt.matches(&Method::GET, "/static/app.js"));
         assert!(exempt.matches(&Method::OPTIONS, "/api"));
         assert!(!exempt.matches(&Method::GET, "/api"));
+    }
+
+    #[test]
+    fn a_request_is_exempt_by_its_method_or_its_uri_path() {
+        let mut exempt = Exemptions::default();
+        let uri = |u: &'static str| Uri::from_static(u);
+        assert!(!exempt.matches_request(&Method::GET, &uri("/health")));
+        exempt.add_method(Method::OPTIONS);
+        assert!(exempt.matches_request(&Method::OPTIONS, &uri("/api?x=1")));
+        assert!(!exempt.matches_request(&Method::GET, &uri("/health")));
+        exempt.add_path("/health");
+        exempt.add_path("/static/*");
+        assert!(exempt.matches_request(&Method::GET, &uri("/health?full=1")));
+        assert!(exempt.matches_request(&Method::GET, &uri("http://a.example/static/app.js")));
+        assert!(!exempt.matches_request(&Method::GET, &uri("/health/deep")));
     }
 }

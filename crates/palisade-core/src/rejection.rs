@@ -324,6 +324,14 @@ impl Rejection {
         self
     }
 
+    /// The extra response headers, for code that writes several fields at
+    /// once into a header map (the rate limiter's fields are written by the
+    /// same code on refusals and on allowed responses). A challenge belongs
+    /// in [`with_challenge`](Self::with_challenge), not here.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.extra_mut().headers
+    }
+
     /// Appends a response header, keeping any earlier value of the same name
     /// (a second `WWW-Authenticate` challenge, for example).
     pub fn append_header(mut self, name: HeaderName, value: HeaderValue) -> Self {

@@ -8,21 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
 use crate::gcra::{Decision, Quota};
 
-/// `RateLimit-Policy`.
-pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-/// `RateLimit`.
-pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// `X-RateLimit-Limit`.
-pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 /// `X-RateLimit-Remaining`.
-pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 /// `X-RateLimit-Reset`.
-pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// Which rate-limit fields go on responses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,10 +57,6 @@ static INTERNED: Mutex<BTreeMap<String, &'static HeaderValue>> = Mutex::new(BTre
 
 /// The member of a policy that has none (an unlimited tier; never reported).
 static NO_MEMBER: HeaderValue = HeaderValue::from_static("");
-
-/// Stands in for a member that could not be made (unreachable: policy names
-/// are validated when the policy is built).
-static INVALID_MEMBER: HeaderValue = HeaderValue::from_static("\"policy\"");
 
 /// A policy member `"name";q=100;w=60`, as responses carry it.
 ///
@@ -108,15 +100,15 @@ pub(crate) fn policy_member(name: &str, quota: &Quota) -> Member {
         quota.count(),
         ceil_secs(quota.period()).max(1)
     );
-    // Names are validated to letters, digits, - and _, so the text is
-    // always visible ASCII, what `from_static` below requires; anything else
-    // would be refused here rather than panic there.
-    if !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
-        return Member::Interned(&INVALID_MEMBER);
-    }
+    // Names are validated to letters, digits, - and _ when the policy is
+    // built, so neither early return is taken; they keep this function
+    // total (`from_static` below panics on anything but visible ASCII).
     let Ok(counted) = HeaderValue::from_str(&text) else {
-        return Member::Interned(&INVALID_MEMBER);
+        return Member::none();
     };
+    if !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Member::Counted(Arc::new(counted));
+    }
     let mut interned = INTERNED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -126,8 +118,7 @@ pub(crate) fn policy_member(name: &str, quota: &Quota) -> Member {
     if interned.len() >= INTERNED_MAX {
         return Member::Counted(Arc::new(counted));
     }
-    // Visible ASCII (checked above), so `from_static` cannot panic; a
-    // `'static` value is what makes its copies free of reference counts.
+    // A `'static` value is what makes its copies free of reference counts.
     let value: &'static HeaderValue = Box::leak(Box::new(HeaderValue::from_static(Box::leak(
         text.clone().into_boxed_str(),
     ))));
@@ -135,94 +126,160 @@ pub(crate) fn policy_member(name: &str, quota: &Quota) -> Member {
     Member::Interned(value)
 }
 
-/// One policy's part of a request's fields.
-pub(crate) struct Reported<'a> {
-    pub(crate) policy_member: &'a HeaderValue,
-    pub(crate) name: &'a str,
-    pub(crate) quota: Quota,
-    pub(crate) decision: Decision,
+/// One policy's part of a response's fields: its member and the numbers
+/// its `RateLimit` member is written from. Built when the decision is made;
+/// written when the response exists (after the inner service, for an
+/// allowed request), so only these few words travel with the request.
+pub(crate) struct Report {
+    /// `"name";q=..;w=..`: usually a pointer to an interned value.
+    member: Member,
+    /// The policy name's length (at most 64): `"name"` is the member's
+    /// first `name_len + 2` bytes, and starts the `RateLimit` member too.
+    name_len: u8,
+    limit: u32,
+    remaining: u32,
+    reset_secs: u64,
 }
 
-/// The fields of a refusal: the two IETF fields, and the legacy ones when
-/// asked for. (Allowed responses write theirs from a few numbers when the
-/// response arrives; see the layer.)
-#[derive(Default)]
-pub(crate) struct Fields {
-    policy: Option<HeaderValue>,
-    state: Option<HeaderValue>,
-    legacy: Option<Box<[(HeaderName, HeaderValue); 3]>>,
-}
-
-impl Fields {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
-    pub(crate) fn into_pairs(self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
-        self.policy
-            .map(|v| (RATELIMIT_POLICY.clone(), v))
-            .into_iter()
-            .chain(self.state.map(|v| (RATELIMIT.clone(), v)))
-            .chain(self.legacy.into_iter().flat_map(|legacy| *legacy))
-    }
-}
-
-/// The fields for these policies, to add to a response. Built by hand into
-/// one buffer each (no formatting machinery): this runs on every allowed
-/// request.
-pub(crate) fn fields(reported: &[Reported<'_>], options: HeaderOptions) -> Fields {
-    let mut fields = Fields::new();
-    let Some(first) = reported.first() else {
-        return fields;
-    };
-    let policy = if reported.len() == 1 {
-        first.policy_member.clone()
-    } else {
-        let mut joined = Vec::with_capacity(reported.len() * 32);
-        for (i, report) in reported.iter().enumerate() {
-            if i > 0 {
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(report.policy_member.as_bytes());
+impl Report {
+    #[inline]
+    pub(crate) fn new(member: Member, name: &str, quota: &Quota, decision: &Decision) -> Self {
+        Self {
+            member,
+            // Names are validated to at most 64 bytes.
+            name_len: u8::try_from(name.len()).unwrap_or(u8::MAX),
+            limit: quota.count(),
+            remaining: decision.remaining(),
+            reset_secs: ceil_secs(decision.reset),
         }
-        value(joined)
+    }
+
+    /// `"name"`, the start of this policy's members in both fields.
+    #[inline]
+    fn quoted_name(&self) -> &[u8] {
+        let member = self.member.value().as_bytes();
+        &member[..(usize::from(self.name_len) + 2).min(member.len())]
+    }
+
+    /// The length of this policy's `RateLimit` member,
+    /// `"name";r=<remaining>;t=<reset>`.
+    #[inline]
+    fn state_len(&self) -> usize {
+        self.quoted_name().len() + 6 + digits(u64::from(self.remaining)) + digits(self.reset_secs)
+    }
+
+    /// Writes this policy's `RateLimit` member.
+    #[inline]
+    fn write_state(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.quoted_name());
+        out.extend_from_slice(b";r=");
+        push_number(out, u64::from(self.remaining));
+        out.extend_from_slice(b";t=");
+        push_number(out, self.reset_secs);
+    }
+}
+
+/// Appends `RateLimit-Policy` (the policies' members) and `RateLimit` for
+/// these policies, and the legacy `X-RateLimit-*` fields when asked: on
+/// allowed responses and refusals alike. Appended: when an inner layer or
+/// the handler already wrote items, ours form another field line of the
+/// same list, so a client sees every policy of every stacked layer.
+///
+/// `RateLimit` is written straight into a buffer of its exact length, which
+/// becomes the value without a copy: the one allocation of an allowed
+/// request.
+pub(crate) fn write_fields(reports: &[Report], legacy: bool, headers: &mut HeaderMap) {
+    let (policy, state) = match reports {
+        [] => return,
+        // The usual case: the member itself (interned: a plain copy), and
+        // one member of `RateLimit`.
+        [only] => {
+            let mut state = Vec::with_capacity(only.state_len());
+            only.write_state(&mut state);
+            (only.member.value().clone(), state)
+        }
+        reports => joined(reports),
     };
-    // On the stack for the usual one or two policies; one copy into the value.
-    let mut state: SmallVec<[u8; 96]> = SmallVec::new();
-    let mut numbers = itoa::Buffer::new();
-    for (i, report) in reported.iter().enumerate() {
+    if legacy {
+        write_legacy(reports, headers);
+    }
+    // By value, made at compile time: no reference count, no copy call.
+    headers.append(
+        const { HeaderName::from_static("ratelimit-policy") },
+        policy,
+    );
+    headers.append(const { HeaderName::from_static("ratelimit") }, value(state));
+}
+
+/// Both fields' values for several policies (kept out of the one-policy
+/// path, whose stack frame it would grow).
+#[inline(never)]
+fn joined(reports: &[Report]) -> (HeaderValue, Vec<u8>) {
+    let mut policy: SmallVec<[u8; 128]> = SmallVec::new();
+    let len =
+        reports.iter().map(Report::state_len).sum::<usize>() + 2 * reports.len().saturating_sub(1);
+    let mut state = Vec::with_capacity(len);
+    for (i, report) in reports.iter().enumerate() {
         if i > 0 {
+            policy.extend_from_slice(b", ");
             state.extend_from_slice(b", ");
         }
-        state.push(b'"');
-        state.extend_from_slice(report.name.as_bytes());
-        state.extend_from_slice(b"\";r=");
-        state.extend_from_slice(numbers.format(report.decision.remaining()).as_bytes());
-        state.extend_from_slice(b";t=");
-        state.extend_from_slice(numbers.format(ceil_secs(report.decision.reset)).as_bytes());
+        policy.extend_from_slice(report.member.value().as_bytes());
+        report.write_state(&mut state);
     }
-    fields.policy = Some(policy);
-    fields.state =
-        Some(HeaderValue::from_bytes(&state).unwrap_or_else(|_| HeaderValue::from_static("")));
-    if options.legacy
-        && let Some(tightest) = reported.iter().min_by_key(|r| r.decision.remaining())
-    {
-        fields.legacy = Some(Box::new([
-            (
-                X_RATELIMIT_LIMIT.clone(),
-                HeaderValue::from(tightest.quota.count()),
-            ),
-            (
-                X_RATELIMIT_REMAINING.clone(),
-                HeaderValue::from(tightest.decision.remaining()),
-            ),
-            (
-                X_RATELIMIT_RESET.clone(),
-                HeaderValue::from(ceil_secs(tightest.decision.reset)),
-            ),
-        ]));
+    (value_from(&policy), state)
+}
+
+/// The legacy `X-RateLimit-*` fields, for the policy with the fewest
+/// requests left. Single-valued: the inner (more specific) values win.
+#[inline(never)]
+fn write_legacy(reports: &[Report], headers: &mut HeaderMap) {
+    let Some(tightest) = reports.iter().min_by_key(|r| r.remaining) else {
+        return;
+    };
+    for (name, value) in [
+        (&X_RATELIMIT_LIMIT, tightest.limit.into()),
+        (&X_RATELIMIT_REMAINING, tightest.remaining.into()),
+        (&X_RATELIMIT_RESET, tightest.reset_secs.into()),
+    ] {
+        if !headers.contains_key(name) {
+            headers.insert(name, value);
+        }
     }
-    fields
+}
+
+/// The number of decimal digits of `n`.
+#[inline]
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().unwrap_or(0) as usize + 1
+}
+
+/// Appends the decimal digits of `n`, made two at a time from the last
+/// (half the divisions of one at a time; each is a multiply and a shift).
+#[inline]
+fn push_number(out: &mut Vec<u8>, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut digits_of_n = [0u8; 20];
+    let mut at = digits_of_n.len();
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        digits_of_n[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        digits_of_n[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        at -= 1;
+        digits_of_n[at] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&digits_of_n[at..]);
 }
 
 /// A header value copied from bytes made of validated names, digits and
@@ -283,47 +340,117 @@ mod tests {
             reset: Duration::from_secs(2),
             ..a
         };
-        let member_a = policy_member("burst", &quota);
-        let member_b = policy_member("daily", &Quota::per_day(5_000));
-        let (member_a, member_b) = (member_a.value(), member_b.value());
-        let reported = [
-            Reported {
-                policy_member: member_a,
-                name: "burst",
-                quota,
-                decision: a,
-            },
-            Reported {
-                policy_member: member_b,
-                name: "daily",
-                quota: Quota::per_day(5_000),
-                decision: b,
-            },
+        let daily = Quota::per_day(5_000);
+        let reports = [
+            Report::new(policy_member("burst", &quota), "burst", &quota, &a),
+            Report::new(policy_member("daily", &daily), "daily", &daily, &b),
         ];
-        let fields: Vec<_> = fields(
-            &reported,
-            HeaderOptions {
-                on_allowed: true,
-                legacy: true,
-            },
-        )
-        .into_pairs()
-        .collect();
-        let get = |name: &HeaderName| {
-            fields
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        };
+        let mut fields = HeaderMap::new();
+        write_fields(&reports, true, &mut fields);
+        let get = |name: &str| fields.get(name).cloned();
         assert_eq!(
-            get(&RATELIMIT_POLICY).as_ref().map(|v| v.as_bytes()),
+            get("ratelimit-policy").as_ref().map(|v| v.as_bytes()),
             Some(&b"\"burst\";q=100;w=60, \"daily\";q=5000;w=86400"[..])
         );
         assert_eq!(
-            get(&RATELIMIT).as_ref().map(|v| v.as_bytes()),
+            get("ratelimit").as_ref().map(|v| v.as_bytes()),
             Some(&b"\"burst\";r=37;t=12, \"daily\";r=3;t=2"[..])
         );
-        assert_eq!(get(&X_RATELIMIT_REMAINING), Some(HeaderValue::from(3u32)));
-        assert_eq!(get(&X_RATELIMIT_LIMIT), Some(HeaderValue::from(5000u32)));
+        assert_eq!(get("x-ratelimit-remaining"), Some(HeaderValue::from(3u32)));
+        assert_eq!(get("x-ratelimit-limit"), Some(HeaderValue::from(5000u32)));
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            11,
+            99,
+            100,
+            101,
+            999,
+            1_000,
+            65_536,
+            999_999_999,
+            1_000_000_000,
+            u64::from(u32::MAX),
+            10_000_000_000_000_000_000,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            push_number(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes(), "{n}");
+            assert_eq!(digits(n), out.len(), "{n}");
+        }
+    }
+
+    fn report(name: &str, quota: Quota, remaining: u32, reset_secs: u64) -> Report {
+        Report {
+            member: policy_member(name, &quota),
+            name_len: name.len() as u8,
+            limit: quota.count(),
+            remaining,
+            reset_secs,
+        }
+    }
+
+    #[test]
+    fn fields_are_written_with_their_exact_lengths() {
+        let mut headers = HeaderMap::new();
+        headers.append("ratelimit", HeaderValue::from_static("\"inner\";r=1;t=1"));
+        let reports = [
+            report("per_ip", Quota::per_minute(100), 0, 60),
+            report("daily-64", Quota::per_day(5_000), u32::MAX, 86_400),
+        ];
+        for report in &reports {
+            let mut state = Vec::new();
+            report.write_state(&mut state);
+            assert_eq!(state.len(), report.state_len());
+        }
+        write_fields(&reports, true, &mut headers);
+        let values = |name: &str| -> Vec<&[u8]> {
+            headers
+                .get_all(name)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect()
+        };
+        assert_eq!(
+            values("ratelimit-policy"),
+            [&b"\"per_ip\";q=100;w=60, \"daily-64\";q=5000;w=86400"[..]]
+        );
+        // Appended after the inner layer's line: one list, every policy.
+        assert_eq!(
+            values("ratelimit"),
+            [
+                &b"\"inner\";r=1;t=1"[..],
+                &b"\"per_ip\";r=0;t=60, \"daily-64\";r=4294967295;t=86400"[..]
+            ]
+        );
+        assert_eq!(values("x-ratelimit-remaining"), [&b"0"[..]]);
+        assert_eq!(values("x-ratelimit-limit"), [&b"100"[..]]);
+        assert_eq!(values("x-ratelimit-reset"), [&b"60"[..]]);
+    }
+
+    #[test]
+    fn one_policy_carries_its_member_itself() {
+        let mut headers = HeaderMap::new();
+        write_fields(
+            &[report("burst", Quota::per_second(10), 3, 1)],
+            false,
+            &mut headers,
+        );
+        assert_eq!(
+            headers.get("ratelimit-policy").map(HeaderValue::as_bytes),
+            Some(&b"\"burst\";q=10;w=1"[..])
+        );
+        assert_eq!(
+            headers.get("ratelimit").map(HeaderValue::as_bytes),
+            Some(&b"\"burst\";r=3;t=1"[..])
+        );
+        assert!(!headers.contains_key("x-ratelimit-limit"));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{Request, Response};
 use palisade_core::audit::AuditEvent;
 use palisade_core::body::ResponseBody;
 use palisade_core::future::ResponseFuture as CoreFuture;
@@ -20,7 +20,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::headers::{self, HeaderOptions, Member, Reported};
+use crate::headers::{self, HeaderOptions, Member, Report};
 use crate::memory::{Check, MemoryStore};
 use crate::policy::{ChargePredicate, MissingKey, QuotaSource, RateLimitPolicy, TierLimit};
 
@@ -150,7 +150,7 @@ impl RateLimitLayerBuilder {
         let backend = self
             .backend
             .unwrap_or_else(|| Backend::Memory(MemoryStore::default()));
-        let policies = self
+        let policies: Vec<Compiled> = self
             .policies
             .into_iter()
             .map(|policy| {
@@ -174,7 +174,6 @@ impl RateLimitLayerBuilder {
                 }
             })
             .collect();
-        let policies: Vec<Compiled> = policies;
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
                 any_unenforced: policies
@@ -323,34 +322,32 @@ impl Shared {
         }
     }
 
-    /// Either the rejection to answer with, or the fields and charges the
-    /// response owes (none: nothing to write or settle).
+    /// A policy's part of a response's fields; `None` for a policy the
+    /// store did not decide, and for a shadow policy, which is reported to
+    /// the audit log, never to clients (they would back off from a limit
+    /// not enforced).
     #[inline]
-    fn conclude<B>(
-        &self,
-        request: &Request<B>,
-        plan: &Plan,
-        verdict: Verdict,
-    ) -> Result<Option<Owed>, Box<Rejection>> {
-        match verdict {
-            Verdict::Decided(true) => Ok(self.owed(request, plan)),
-            Verdict::FailOpen => Ok(None),
-            verdict => Err(self.refuse(request, plan, verdict)),
+    fn report(&self, check: &Check, part: &Part) -> Option<Report> {
+        let compiled = &self.policies[part.policy];
+        let decision = check.decision?;
+        if compiled.policy.shadow {
+            return None;
         }
+        Some(Report::new(
+            compiled.members[part.member].clone(),
+            &compiled.policy.name,
+            &check.quota,
+            &decision,
+        ))
     }
 
-    /// The rejection of a request that did not pass, boxed and out of line:
-    /// a rejection is a few hundred bytes, which would otherwise grow the
-    /// allowed path's stack frame and every move of its result. (Not marked
-    /// cold: under a flood, refusals are most requests.)
+    /// The rejection of a request that did not pass: a decided refusal, or a
+    /// store that failed closed or is full. Out of line: a rejection is a
+    /// few hundred bytes, which would otherwise grow the allowed path's stack
+    /// frame. (Not marked cold: under a flood, refusals are most requests.)
     #[inline(never)]
-    fn refuse<B>(&self, request: &Request<B>, plan: &Plan, verdict: Verdict) -> Box<Rejection> {
-        Box::new(self.rejection(request, plan, verdict))
-    }
-
     fn rejection<B>(&self, request: &Request<B>, plan: &Plan, verdict: Verdict) -> Rejection {
         match verdict {
-            Verdict::Decided(_) | Verdict::FailOpen => {}
             Verdict::FailClosed => {
                 AuditEvent::refused(
                     LAYER,
@@ -373,87 +370,60 @@ impl Shared {
                 return Rejection::overloaded(Duration::from_secs(1))
                     .with_detail("Too many clients at once; retry shortly.");
             }
+            // A refusal decided by the store (the callers never pass the
+            // verdicts that let a request through).
+            Verdict::Decided(_) | Verdict::FailOpen => {}
         }
-        // Built only when fields are written (refusals, or allowed
-        // responses when configured).
-        let reported = || -> SmallVec<[Reported<'_>; 2]> {
+        // The enforced policies that refused, named from the plan itself
+        // (the reports leave shadow policies out).
+        let violated = || {
             plan.checks
                 .iter()
                 .zip(&plan.parts)
                 .filter_map(|(check, part)| {
-                    let compiled = &self.policies[part.policy];
-                    // Shadow policies are reported to the audit log, never to
-                    // clients: they would back off from a limit not enforced.
-                    if compiled.policy.shadow {
-                        return None;
-                    }
-                    Some(Reported {
-                        policy_member: compiled.members[part.member].value(),
-                        name: &compiled.policy.name,
-                        quota: check.quota,
-                        decision: check.decision?,
-                    })
+                    let decision = check.decision?;
+                    (check.enforced && !decision.allowed)
+                        .then(|| (&*self.policies[part.policy].policy.name, decision))
                 })
-                .collect()
         };
-
-        {
-            // The enforced policies that refused, named from the plan itself
-            // (the reported list leaves shadow policies out).
-            let violated = || {
-                plan.checks
-                    .iter()
-                    .zip(&plan.parts)
-                    .filter_map(|(check, part)| {
-                        let decision = check.decision?;
-                        (check.enforced && !decision.allowed)
-                            .then(|| (&*self.policies[part.policy].policy.name, decision))
-                    })
-            };
-            let names: Vec<serde_json::Value> = violated()
-                .map(|(name, _)| serde_json::Value::from(name))
-                .collect();
-            // A request that costs more than a policy's whole burst can never
-            // pass, however long it waits: too large, not too early.
-            if plan.checks.iter().any(|c| {
-                c.enforced
-                    && c.cost > c.quota.burst_size()
-                    && c.decision.is_some_and(|d| !d.allowed)
-            }) {
-                AuditEvent::refused(
-                    LAYER,
-                    RejectionKind::PayloadTooLarge,
-                    "request costs more than a burst",
-                )
-                .request(request)
-                .emit();
-                return Rejection::payload_too_large()
-                    .with_detail("This request costs more than the rate limit allows at once.")
-                    .with_extension("violated_policies", serde_json::Value::Array(names));
-            }
-            let retry_after = violated()
-                .map(|(_, decision)| decision.retry_after)
-                .max()
-                .unwrap_or(Duration::from_secs(1));
-            let mut rejection = Rejection::rate_limited(retry_after)
-                .with_detail("Rate limit exceeded; see the violated policies and Retry-After.")
-                .with_extension("violated_policies", serde_json::Value::Array(names));
-            for (name, value) in headers::fields(
-                &reported(),
-                HeaderOptions {
-                    on_allowed: true,
-                    ..self.headers
-                },
+        let names: Vec<serde_json::Value> = violated()
+            .map(|(name, _)| serde_json::Value::from(name))
+            .collect();
+        // A request that costs more than a policy's whole burst can never
+        // pass, however long it waits: too large, not too early.
+        if plan.checks.iter().any(|c| {
+            c.enforced && c.cost > c.quota.burst_size() && c.decision.is_some_and(|d| !d.allowed)
+        }) {
+            AuditEvent::refused(
+                LAYER,
+                RejectionKind::PayloadTooLarge,
+                "request costs more than a burst",
             )
-            .into_pairs()
-            {
-                rejection = rejection.with_header(name, value);
-            }
-            AuditEvent::refused(LAYER, RejectionKind::RateLimited, "rate limit exhausted")
-                .request(request)
-                .emit();
-            rejection
+            .request(request)
+            .emit();
+            return Rejection::payload_too_large()
+                .with_detail("This request costs more than the rate limit allows at once.")
+                .with_extension("violated_policies", serde_json::Value::Array(names));
         }
+        let retry_after = violated()
+            .map(|(_, decision)| decision.retry_after)
+            .max()
+            .unwrap_or(Duration::from_secs(1));
+        let mut rejection = Rejection::rate_limited(retry_after)
+            .with_detail("Rate limit exceeded; see the violated policies and Retry-After.")
+            .with_extension("violated_policies", serde_json::Value::Array(names));
+        // The same fields as an allowed response's, written by the same code.
+        let reports: SmallVec<[Report; 2]> = plan
+            .checks
+            .iter()
+            .zip(&plan.parts)
+            .filter_map(|(check, part)| self.report(check, part))
+            .collect();
+        headers::write_fields(&reports, self.headers.legacy, rejection.headers_mut());
+        AuditEvent::refused(LAYER, RejectionKind::RateLimited, "rate limit exhausted")
+            .request(request)
+            .emit();
+        rejection
     }
 
     /// What an allowed request owes its response: the fields to write and
@@ -481,17 +451,8 @@ impl Shared {
         };
         if self.headers.on_allowed {
             for (check, part) in plan.checks.iter().zip(&plan.parts) {
-                let compiled = &self.policies[part.policy];
-                if let Some(decision) = check.decision
-                    && !compiled.policy.shadow
-                {
-                    owed.reports.push(Compact {
-                        member: compiled.members[part.member].clone(),
-                        name_len: compiled.policy.name.len() as u8,
-                        limit: check.quota.count(),
-                        remaining: decision.remaining(),
-                        reset_secs: headers::ceil_secs(decision.reset),
-                    });
+                if let Some(report) = self.report(check, part) {
+                    owed.reports.push(report);
                 }
             }
         }
@@ -556,14 +517,12 @@ where
                     Ok(passes) => Verdict::Decided(passes),
                     Err(_) => Verdict::StoreFull,
                 };
-                match shared.conclude(&request, &plan, verdict) {
-                    Ok(owed) => {
-                        ResponseFuture::ready(CoreFuture::inner(self.inner.call(request)), owed)
-                    }
-                    Err(rejection) => ResponseFuture::ready(
-                        CoreFuture::rejected(respond(&request, *rejection)),
-                        None,
-                    ),
+                if let Verdict::Decided(true) = verdict {
+                    let owed = shared.owed(&request, &plan);
+                    ResponseFuture::ready(CoreFuture::inner(self.inner.call(request)), owed)
+                } else {
+                    let rejection = shared.rejection(&request, &plan, verdict);
+                    ResponseFuture::ready(CoreFuture::rejected(respond(&request, rejection)), None)
                 }
             }
             #[cfg(feature = "redis")]
@@ -581,61 +540,25 @@ where
                         crate::redis_store::RedisOutcome::FailOpen => Verdict::FailOpen,
                         crate::redis_store::RedisOutcome::FailClosed => Verdict::FailClosed,
                     };
-                    match shared.conclude(&request, &plan, verdict) {
-                        Ok(owed) => {
-                            ResponseFuture::ready(CoreFuture::inner(inner.call(request)), owed)
-                                .await
+                    let owed = match verdict {
+                        Verdict::Decided(true) => shared.owed(&request, &plan),
+                        Verdict::FailOpen => None,
+                        verdict => {
+                            let rejection = shared.rejection(&request, &plan, verdict);
+                            return Ok(respond(&request, rejection));
                         }
-                        Err(rejection) => Ok(respond(&request, *rejection)),
-                    }
+                    };
+                    ResponseFuture::ready(CoreFuture::inner(inner.call(request)), owed).await
                 }))
             }
         }
     }
 }
 
-/// One reported policy of an allowed request: its member and the numbers
-/// its fields are written from.
-pub(crate) struct Compact {
-    /// `"name";q=..;w=..`: usually a pointer to an interned value.
-    member: Member,
-    /// The policy name's length (at most 64).
-    name_len: u8,
-    limit: u32,
-    remaining: u32,
-    reset_secs: u64,
-}
-
-impl Compact {
-    /// `"name"`, the start of this policy's members in both fields.
-    #[inline]
-    fn quoted_name(&self) -> &[u8] {
-        let member = self.member.value().as_bytes();
-        &member[..(usize::from(self.name_len) + 2).min(member.len())]
-    }
-
-    /// The length of this policy's `RateLimit` member,
-    /// `"name";r=<remaining>;t=<reset>`.
-    #[inline]
-    fn state_len(&self) -> usize {
-        self.quoted_name().len() + 6 + digits(u64::from(self.remaining)) + digits(self.reset_secs)
-    }
-
-    /// Writes this policy's `RateLimit` member.
-    #[inline]
-    fn write_state(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.quoted_name());
-        out.extend_from_slice(b";r=");
-        push_number(out, u64::from(self.remaining));
-        out.extend_from_slice(b";t=");
-        push_number(out, self.reset_secs);
-    }
-}
-
 /// Carried by the response future: the fields to write and the charges to
 /// settle once the response arrives.
 pub(crate) struct Owed {
-    reports: SmallVec<[Compact; 2]>,
+    reports: SmallVec<[Report; 2]>,
     legacy: bool,
     deferred: Option<Box<Deferred>>,
 }
@@ -650,116 +573,12 @@ impl Owed {
             deferred,
         } = self;
         if !reports.is_empty() {
-            Self::write_fields(&reports, legacy, response.headers_mut());
+            headers::write_fields(&reports, legacy, response.headers_mut());
         }
         if let Some(deferred) = deferred {
             deferred.settle(response.status());
         }
     }
-
-    /// `RateLimit-Policy` (the policies' members) and `RateLimit`, appended:
-    /// when an inner layer or the handler already wrote items, ours form
-    /// another field line of the same list, so a client sees every policy of
-    /// every stacked layer.
-    ///
-    /// `RateLimit` is written straight into a buffer of its exact length,
-    /// which becomes the value without a copy: the one allocation of an
-    /// allowed request.
-    fn write_fields(reports: &[Compact], legacy: bool, headers: &mut http::HeaderMap) {
-        let (policy, state) = match reports {
-            // The usual case: the member itself (interned: a plain copy),
-            // and one member of `RateLimit`.
-            [only] => {
-                let mut state = Vec::with_capacity(only.state_len());
-                only.write_state(&mut state);
-                (only.member.value().clone(), state)
-            }
-            reports => Self::joined(reports),
-        };
-        if legacy {
-            Self::write_legacy(reports, headers);
-        }
-        // By value, made at compile time: no reference count, no copy call.
-        headers.append(
-            const { HeaderName::from_static("ratelimit-policy") },
-            policy,
-        );
-        headers.append(
-            const { HeaderName::from_static("ratelimit") },
-            headers::value(state),
-        );
-    }
-
-    /// Both fields' values for several policies (kept out of the one-policy
-    /// path, whose stack frame it would grow).
-    #[inline(never)]
-    fn joined(reports: &[Compact]) -> (HeaderValue, Vec<u8>) {
-        let mut policy: SmallVec<[u8; 128]> = SmallVec::new();
-        let len = reports.iter().map(Compact::state_len).sum::<usize>()
-            + 2 * reports.len().saturating_sub(1);
-        let mut state = Vec::with_capacity(len);
-        for (i, report) in reports.iter().enumerate() {
-            if i > 0 {
-                policy.extend_from_slice(b", ");
-                state.extend_from_slice(b", ");
-            }
-            policy.extend_from_slice(report.member.value().as_bytes());
-            report.write_state(&mut state);
-        }
-        (headers::value_from(&policy), state)
-    }
-
-    /// The legacy `X-RateLimit-*` fields, for the policy with the fewest
-    /// requests left. Single-valued: the inner (more specific) values win.
-    #[inline(never)]
-    fn write_legacy(reports: &[Compact], headers: &mut http::HeaderMap) {
-        let Some(tightest) = reports.iter().min_by_key(|r| r.remaining) else {
-            return;
-        };
-        for (name, value) in [
-            (&headers::X_RATELIMIT_LIMIT, tightest.limit.into()),
-            (&headers::X_RATELIMIT_REMAINING, tightest.remaining.into()),
-            (&headers::X_RATELIMIT_RESET, tightest.reset_secs.into()),
-        ] {
-            if !headers.contains_key(name) {
-                headers.insert(name, value);
-            }
-        }
-    }
-}
-
-/// The number of decimal digits of `n`.
-#[inline]
-fn digits(n: u64) -> usize {
-    n.checked_ilog10().unwrap_or(0) as usize + 1
-}
-
-/// Appends the decimal digits of `n`, made two at a time from the last
-/// (half the divisions of one at a time; each is a multiply and a shift).
-#[inline]
-fn push_number(out: &mut Vec<u8>, mut n: u64) {
-    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-        2021222324252627282930313233343536373839\
-        4041424344454647484950515253545556575859\
-        6061626364656667686970717273747576777879\
-        8081828384858687888990919293949596979899";
-    let mut digits_of_n = [0u8; 20];
-    let mut at = digits_of_n.len();
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
-        n /= 100;
-        at -= 2;
-        digits_of_n[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    }
-    if n >= 10 {
-        let pair = n as usize * 2;
-        at -= 2;
-        digits_of_n[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    } else {
-        at -= 1;
-        digits_of_n[at] = b'0' + n as u8;
-    }
-    out.extend_from_slice(&digits_of_n[at..]);
 }
 
 /// Where the layer keeps its state.
@@ -827,104 +646,4 @@ fn percent_roll() -> u8 {
         state.set(x);
         (x % 100) as u8
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Quota;
-
-    #[test]
-    fn numbers_are_written_in_decimal() {
-        for n in [
-            0,
-            1,
-            9,
-            10,
-            11,
-            99,
-            100,
-            101,
-            999,
-            1_000,
-            65_536,
-            999_999_999,
-            1_000_000_000,
-            u64::from(u32::MAX),
-            10_000_000_000_000_000_000,
-            u64::MAX,
-        ] {
-            let mut out = Vec::new();
-            push_number(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes(), "{n}");
-            assert_eq!(digits(n), out.len(), "{n}");
-        }
-    }
-
-    fn report(name: &str, quota: Quota, remaining: u32, reset_secs: u64) -> Compact {
-        Compact {
-            member: headers::policy_member(name, &quota),
-            name_len: name.len() as u8,
-            limit: quota.count(),
-            remaining,
-            reset_secs,
-        }
-    }
-
-    #[test]
-    fn fields_are_written_with_their_exact_lengths() {
-        let mut headers = http::HeaderMap::new();
-        headers.append("ratelimit", HeaderValue::from_static("\"inner\";r=1;t=1"));
-        let reports = [
-            report("per_ip", Quota::per_minute(100), 0, 60),
-            report("daily-64", Quota::per_day(5_000), u32::MAX, 86_400),
-        ];
-        for report in &reports {
-            let mut state = Vec::new();
-            report.write_state(&mut state);
-            assert_eq!(state.len(), report.state_len());
-        }
-        Owed::write_fields(&reports, true, &mut headers);
-        let values = |name: &str| -> Vec<&[u8]> {
-            headers
-                .get_all(name)
-                .iter()
-                .map(HeaderValue::as_bytes)
-                .collect()
-        };
-        assert_eq!(
-            values("ratelimit-policy"),
-            [&b"\"per_ip\";q=100;w=60, \"daily-64\";q=5000;w=86400"[..]]
-        );
-        // Appended after the inner layer's line: one list, every policy.
-        assert_eq!(
-            values("ratelimit"),
-            [
-                &b"\"inner\";r=1;t=1"[..],
-                &b"\"per_ip\";r=0;t=60, \"daily-64\";r=4294967295;t=86400"[..]
-            ]
-        );
-        assert_eq!(values("x-ratelimit-remaining"), [&b"0"[..]]);
-        assert_eq!(values("x-ratelimit-limit"), [&b"100"[..]]);
-        assert_eq!(values("x-ratelimit-reset"), [&b"60"[..]]);
-    }
-
-    #[test]
-    fn one_policy_carries_its_member_itself() {
-        let mut headers = http::HeaderMap::new();
-        Owed::write_fields(
-            &[report("burst", Quota::per_second(10), 3, 1)],
-            false,
-            &mut headers,
-        );
-        assert_eq!(
-            headers.get("ratelimit-policy").map(HeaderValue::as_bytes),
-            Some(&b"\"burst\";q=10;w=1"[..])
-        );
-        assert_eq!(
-            headers.get("ratelimit").map(HeaderValue::as_bytes),
-            Some(&b"\"burst\";r=3;t=1"[..])
-        );
-        assert!(!headers.contains_key("x-ratelimit-limit"));
-    }
 }

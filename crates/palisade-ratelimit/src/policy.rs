@@ -261,7 +261,7 @@ impl RateLimitPolicy {
 
     #[inline]
     pub(crate) fn is_exempt(&self, head: &RequestHead<'_>) -> bool {
-        if !self.exempt.is_empty() && self.exempt.matches(head.method(), head.uri().path()) {
+        if self.exempt.matches_request(head.method(), head.uri()) {
             return true;
         }
         if !self.exempt_networks.is_empty()

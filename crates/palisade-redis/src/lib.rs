@@ -7,7 +7,7 @@
 //! - [`RedisConnection`]: one multiplexed, reconnecting connection to a
 //!   standalone Redis or a Redis Cluster, cheap to clone, with a per-call
 //!   timeout (default 50 ms) so a slow or dead Redis never holds a request.
-//!   Behind a [`Breaker`]: after three calls in a row found Redis
+//!   Behind a breaker: after three calls in a row found Redis
 //!   unavailable, calls fail at once for a cooldown, so a dead Redis costs
 //!   requests nothing but their failure policy.
 //! - [`RedisScript`]: a Lua script run with `EVALSHA`, loaded again when the
@@ -46,7 +46,6 @@ mod script;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use breaker::{Breaker, Permit};
 pub use config::{RedisConfig, RedisMode};
 pub use connection::RedisConnection;
 pub use error::RedisError;

@@ -18,7 +18,6 @@ use crate::memory::{Check, MemoryStore};
 
 mod scripts;
 
-use palisade_redis::Breaker;
 use scripts::{GCRA_SCRIPT, REFUND_SCRIPT};
 
 /// Where the Redis store reads the time.
@@ -39,9 +38,10 @@ pub enum TimeSource {
 ///
 /// Failure handling is explicit ([`FailurePolicy`]): when Redis does not
 /// answer within the per-call timeout, requests are let through, refused, or
-/// decided by a local limiter at quota/N. A breaker stops asking a dead
-/// Redis (a dead Redis costs nothing per request), and a key Redis refused
-/// is refused locally until its retry time without asking again.
+/// decided by a local limiter at quota/N. The connection's breaker stops
+/// asking a dead Redis (a dead Redis costs nothing per request; see
+/// [`RedisConfig`](palisade_redis::RedisConfig)), and a key Redis refused is
+/// refused locally until its retry time without asking again.
 #[derive(Clone, Debug)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -58,7 +58,6 @@ struct Inner {
     counts: FailureCounts,
     local: MemoryStore,
     refused_until: KeyedStore<Nanos>,
-    breaker: Breaker,
     clock: Arc<dyn Clock>,
 }
 
@@ -69,7 +68,6 @@ pub struct RedisStoreBuilder {
     prefix: String,
     time: TimeSource,
     failure: FailurePolicy,
-    breaker_cooldown: Duration,
     clock: Arc<dyn Clock>,
 }
 
@@ -92,14 +90,7 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long the breaker stays open before Redis is tried again
-    /// (default 250 ms).
-    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
-        self.breaker_cooldown = cooldown;
-        self
-    }
-
-    /// The local clock (breaker, negative cache, local fallback).
+    /// The local clock (negative cache, local fallback).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -109,9 +100,6 @@ impl RedisStoreBuilder {
     pub fn build(self) -> Result<RedisStore, ConfigError> {
         let names = KeyNamer::new(self.prefix)
             .map_err(|reason| ConfigError::invalid("key_prefix", reason))?;
-        if self.breaker_cooldown.is_zero() {
-            return Err(ConfigError::invalid("breaker_cooldown", "must not be zero"));
-        }
         let local = MemoryStore::builder()
             .clock(Arc::clone(&self.clock))
             .build()?;
@@ -126,7 +114,6 @@ impl RedisStoreBuilder {
                 counts: FailureCounts::with_clock(Arc::clone(&self.clock)),
                 local,
                 refused_until: KeyedStore::builder().capacity(100_000).build()?,
-                breaker: Breaker::new(self.breaker_cooldown),
                 clock: self.clock,
             }),
         })
@@ -151,7 +138,6 @@ impl RedisStore {
             prefix: "palisade".to_owned(),
             time: TimeSource::Redis,
             failure: FailurePolicy::FailClosed,
-            breaker_cooldown: Duration::from_millis(250),
             clock: Arc::new(SystemClock),
         }
     }
@@ -224,45 +210,33 @@ impl RedisStore {
                 return RedisOutcome::Decided(false);
             }
         }
-        let error = if let Some(permit) = inner.breaker.admit(now) {
-            match self.call(checks, keys).await {
-                Ok(passes) => {
-                    permit.success();
-                    for check in checks.iter() {
-                        if let Some(decision) = check.decision
-                            && check.enforced
-                            && !decision.allowed
-                        {
-                            // Until a request of cost 1 fits again: caching
-                            // this request's own retry time would let one
-                            // costly request block the key for everyone.
-                            let wait = palisade_core::clock::duration_to_nanos(decision.reset)
-                                .saturating_add(check.quota.emission_ns())
-                                .saturating_sub(check.quota.tolerance_ns());
-                            if wait > 0 {
-                                let until = now.saturating_add(Duration::from_nanos(wait));
-                                let _ = inner.refused_until.update_hashed(
-                                    check.hash,
-                                    now,
-                                    || until,
-                                    |u| *u = until,
-                                );
-                            }
+        let error = match self.call(checks, keys).await {
+            Ok(passes) => {
+                for check in checks.iter() {
+                    if let Some(decision) = check.decision
+                        && check.enforced
+                        && !decision.allowed
+                    {
+                        // Until a request of cost 1 fits again: caching
+                        // this request's own retry time would let one
+                        // costly request block the key for everyone.
+                        let wait = palisade_core::clock::duration_to_nanos(decision.reset)
+                            .saturating_add(check.quota.emission_ns())
+                            .saturating_sub(check.quota.tolerance_ns());
+                        if wait > 0 {
+                            let until = now.saturating_add(Duration::from_nanos(wait));
+                            let _ = inner.refused_until.update_hashed(
+                                check.hash,
+                                now,
+                                || until,
+                                |u| *u = until,
+                            );
                         }
                     }
-                    return RedisOutcome::Decided(passes);
                 }
-                Err(error) => {
-                    if error.is_unavailable() {
-                        permit.failure(now);
-                    } else {
-                        permit.success();
-                    }
-                    error
-                }
+                return RedisOutcome::Decided(passes);
             }
-        } else {
-            RedisError::RecentlyUnavailable
+            Err(error) => error,
         };
         match inner.counts.record("ratelimit", &inner.failure, &error) {
             FallbackDecision::Allow => RedisOutcome::FailOpen,
@@ -418,9 +392,6 @@ impl RedisStore {
     /// Gives back a response-dependent check's charge.
     pub(crate) async fn refund(&self, check: Check, key: String) {
         let inner = &*self.inner;
-        let Some(permit) = inner.breaker.admit(inner.clock.now()) else {
-            return;
-        };
         let now_arg = self.now_arg();
         let back = check
             .quota
@@ -429,16 +400,12 @@ impl RedisStore {
             .max(1)
             .saturating_mul(u64::from(check.cost))
             .to_string();
-        let refunded: Result<i64, RedisError> = inner
+        // Best effort: a refund that cannot be made (Redis down, or its
+        // breaker open) leaves the charge, the safe side.
+        let _: Result<i64, RedisError> = inner
             .refund_script
             .invoke(&inner.connection, &[key.as_str()], &[now_arg, back])
             .await;
-        // Settled like any other call: a refund must not leave a probe's
-        // place taken (the breaker would stay open for good).
-        match refunded {
-            Err(error) if error.is_unavailable() => permit.failure(inner.clock.now()),
-            _ => permit.success(),
-        }
     }
 }
 
