@@ -16,7 +16,7 @@
 //! let second = gcra::decide(&quota, Some(first.tat), now, 1);
 //! let third = gcra::decide(&quota, Some(second.tat), now, 1);
 //! assert!(first.allowed && second.allowed && !third.allowed);
-//! assert_eq!(third.retry_after, Duration::from_millis(100));
+//! assert_eq!(third.retry_after(), Duration::from_millis(100));
 //! # Ok::<(), palisade_core::ConfigError>(())
 //! ```
 
@@ -146,10 +146,12 @@ pub struct Decision {
     pub headroom_ns: u64,
     /// Nanoseconds per cell of the quota decided.
     pub emission_ns: u64,
-    /// Time until the bucket is full again.
-    pub reset: Duration,
-    /// Time until this request would fit (zero when allowed).
-    pub retry_after: Duration,
+    /// Nanoseconds until the bucket is full again; see
+    /// [`reset`](Self::reset).
+    pub reset_ns: u64,
+    /// Nanoseconds until this request would fit (zero when allowed); see
+    /// [`retry_after`](Self::retry_after).
+    pub retry_after_ns: u64,
 }
 
 /// Decides a request of `cost` cells at `now` for a key whose stored TAT is
@@ -190,8 +192,8 @@ fn decide_u64(
             tat: new_tat,
             headroom_ns: tolerance - ahead,
             emission_ns: emission,
-            reset: Duration::from_nanos(ahead),
-            retry_after: Duration::ZERO,
+            reset_ns: ahead,
+            retry_after_ns: 0,
         }
     } else {
         let current = start - now;
@@ -200,14 +202,14 @@ fn decide_u64(
             tat: tat.unwrap_or(now),
             headroom_ns: tolerance.saturating_sub(current),
             emission_ns: emission,
-            reset: Duration::from_nanos(current),
+            reset_ns: current,
             // A cost above the burst never fits: say so with the time to a
             // full bucket plus one more period.
-            retry_after: Duration::from_nanos(if increment > tolerance {
+            retry_after_ns: if increment > tolerance {
                 current.saturating_add(quota.period_ns)
             } else {
                 ahead - tolerance
-            }),
+            },
         }
     }
 }
@@ -221,7 +223,6 @@ fn decide_wide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> Decision
     let increment = emission * u128::from(cost);
     let new_tat = start + increment;
     let ahead = new_tat - now_wide;
-    let nanos = |n: u128| Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX));
     let wide = |n: u128| u64::try_from(n).unwrap_or(u64::MAX);
     if ahead <= tolerance && new_tat <= u128::from(u64::MAX) {
         Decision {
@@ -229,8 +230,8 @@ fn decide_wide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> Decision
             tat: u64::try_from(new_tat).unwrap_or(u64::MAX),
             headroom_ns: wide(tolerance - ahead),
             emission_ns: quota.emission_ns,
-            reset: nanos(ahead),
-            retry_after: Duration::ZERO,
+            reset_ns: wide(ahead),
+            retry_after_ns: 0,
         }
     } else {
         let current = start - now_wide;
@@ -239,17 +240,29 @@ fn decide_wide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> Decision
             tat: tat.unwrap_or(now),
             headroom_ns: wide(tolerance.saturating_sub(current)),
             emission_ns: quota.emission_ns,
-            reset: nanos(current),
-            retry_after: if increment > tolerance {
-                nanos(current + u128::from(quota.period_ns))
+            reset_ns: wide(current),
+            retry_after_ns: if increment > tolerance {
+                wide(current + u128::from(quota.period_ns))
             } else {
-                nanos(ahead.saturating_sub(tolerance))
+                wide(ahead.saturating_sub(tolerance))
             },
         }
     }
 }
 
 impl Decision {
+    /// Time until the bucket is full again.
+    #[inline]
+    pub fn reset(&self) -> Duration {
+        Duration::from_nanos(self.reset_ns)
+    }
+
+    /// Time until this request would fit (zero when allowed).
+    #[inline]
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_nanos(self.retry_after_ns)
+    }
+
     /// Cells left after this request (for a refusal: left now).
     #[inline]
     pub fn remaining(&self) -> u32 {
@@ -309,19 +322,19 @@ mod tests {
         let now = SECOND;
         let a = decide(&quota, None, now, 1);
         assert_eq!(
-            (a.allowed, a.remaining(), a.reset),
+            (a.allowed, a.remaining(), a.reset()),
             (true, 2, Duration::from_millis(100))
         );
         let b = decide(&quota, Some(a.tat), now, 2);
         assert_eq!(
-            (b.allowed, b.remaining(), b.reset),
+            (b.allowed, b.remaining(), b.reset()),
             (true, 0, Duration::from_millis(300))
         );
         let c = decide(&quota, Some(b.tat), now, 1);
         assert!(!c.allowed);
         assert_eq!(c.tat, b.tat, "a refusal changes nothing");
-        assert_eq!(c.retry_after, Duration::from_millis(100));
-        assert_eq!(c.reset, Duration::from_millis(300));
+        assert_eq!(c.retry_after(), Duration::from_millis(100));
+        assert_eq!(c.reset(), Duration::from_millis(300));
         let d = decide(&quota, Some(b.tat), now + 100_000_000, 1);
         assert!(d.allowed, "after retry_after it fits");
     }
@@ -333,7 +346,7 @@ mod tests {
             .unwrap_or(Quota::per_second(1));
         let d = decide(&quota, None, SECOND, 4);
         assert!(!d.allowed);
-        assert!(d.retry_after >= Duration::from_secs(1));
+        assert!(d.retry_after() >= Duration::from_secs(1));
     }
 
     #[test]

@@ -41,6 +41,12 @@ impl Default for HeaderOptions {
     }
 }
 
+/// Nanoseconds in whole seconds, rounded up.
+#[inline]
+pub(crate) fn ceil_secs_of_nanos(nanos: u64) -> u64 {
+    nanos / 1_000_000_000 + u64::from(!nanos.is_multiple_of(1_000_000_000))
+}
+
 /// Whole seconds, rounded up.
 pub(crate) fn ceil_secs(duration: Duration) -> u64 {
     duration
@@ -150,7 +156,7 @@ impl Report {
             name_len: u8::try_from(name.len()).unwrap_or(u8::MAX),
             limit: quota.count(),
             remaining: decision.remaining(),
-            reset_secs: ceil_secs(decision.reset),
+            reset_secs: ceil_secs_of_nanos(decision.reset_ns),
         }
     }
 
@@ -168,14 +174,22 @@ impl Report {
         self.quoted_name().len() + 6 + digits(u64::from(self.remaining)) + digits(self.reset_secs)
     }
 
-    /// Writes this policy's `RateLimit` member.
+    /// Appends this policy's `RateLimit` member, [`state_len`](Self::state_len)
+    /// bytes: the name copied, then every other byte stored in place (no
+    /// growth checks, no copy of a number made elsewhere).
     #[inline]
-    fn write_state(&self, out: &mut Vec<u8>) {
+    fn write_state(&self, out: &mut Vec<u8>, len: usize) {
+        let start = out.len();
         out.extend_from_slice(self.quoted_name());
-        out.extend_from_slice(b";r=");
-        push_number(out, u64::from(self.remaining));
-        out.extend_from_slice(b";t=");
-        push_number(out, self.reset_secs);
+        let params = out.len();
+        // Not zeros: a zeroed allocation would be asked for, the allocator's
+        // slow path.
+        out.resize(start + len, b'0');
+        let remaining = u64::from(self.remaining);
+        if let Some((r, t)) = out[params..].split_at_mut_checked(3 + digits(remaining)) {
+            write_param(r, b";r=", remaining);
+            write_param(t, b";t=", self.reset_secs);
+        }
     }
 }
 
@@ -194,8 +208,9 @@ pub(crate) fn write_fields(reports: &[Report], legacy: bool, headers: &mut Heade
         // The usual case: the member itself (interned: a plain copy), and
         // one member of `RateLimit`.
         [only] => {
-            let mut state = Vec::with_capacity(only.state_len());
-            only.write_state(&mut state);
+            let len = only.state_len();
+            let mut state = Vec::with_capacity(len);
+            only.write_state(&mut state, len);
             (only.member.value().clone(), state)
         }
         reports => joined(reports),
@@ -225,7 +240,7 @@ fn joined(reports: &[Report]) -> (HeaderValue, Vec<u8>) {
             state.extend_from_slice(b", ");
         }
         policy.extend_from_slice(report.member.value().as_bytes());
-        report.write_state(&mut state);
+        report.write_state(&mut state, report.state_len());
     }
     (value_from(&policy), state)
 }
@@ -254,32 +269,35 @@ fn digits(n: u64) -> usize {
     n.checked_ilog10().unwrap_or(0) as usize + 1
 }
 
-/// Appends the decimal digits of `n`, made two at a time from the last
-/// (half the divisions of one at a time; each is a multiply and a shift).
+/// Writes `;x=` and the decimal digits of `n` into `out`, which is
+/// `3 + digits(n)` bytes long.
 #[inline]
-fn push_number(out: &mut Vec<u8>, mut n: u64) {
+fn write_param(out: &mut [u8], tag: &[u8; 3], n: u64) {
+    if let Some((head, number)) = out.split_at_mut_checked(3) {
+        head.copy_from_slice(tag);
+        write_number(number, n);
+    }
+}
+
+/// Writes the decimal digits of `n` into `out`, which is `digits(n)` bytes
+/// long, two at a time from the last (half the divisions of one at a time;
+/// each is a multiply and a shift).
+#[inline]
+fn write_number(out: &mut [u8], mut n: u64) {
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\
         6061626364656667686970717273747576777879\
         8081828384858687888990919293949596979899";
-    let mut digits_of_n = [0u8; 20];
-    let mut at = digits_of_n.len();
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
+    let mut pairs = out.rchunks_exact_mut(2);
+    for pair in &mut pairs {
+        let at = (n % 100) as usize * 2;
         n /= 100;
-        at -= 2;
-        digits_of_n[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        pair.copy_from_slice(&PAIRS[at..at + 2]);
     }
-    if n >= 10 {
-        let pair = n as usize * 2;
-        at -= 2;
-        digits_of_n[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    } else {
-        at -= 1;
-        digits_of_n[at] = b'0' + n as u8;
+    if let [first] = pairs.into_remainder() {
+        *first = b'0' + (n % 10) as u8;
     }
-    out.extend_from_slice(&digits_of_n[at..]);
 }
 
 /// A header value copied from bytes made of validated names, digits and
@@ -332,12 +350,12 @@ mod tests {
             tat: 0,
             headroom_ns: 37,
             emission_ns: 1,
-            reset: Duration::from_millis(11_200),
-            retry_after: Duration::ZERO,
+            reset_ns: 11_200_000_000,
+            retry_after_ns: 0,
         };
         let b = Decision {
             headroom_ns: 3,
-            reset: Duration::from_secs(2),
+            reset_ns: 2_000_000_000,
             ..a
         };
         let daily = Quota::per_day(5_000);
@@ -380,10 +398,9 @@ mod tests {
             10_000_000_000_000_000_000,
             u64::MAX,
         ] {
-            let mut out = Vec::new();
-            push_number(&mut out, n);
+            let mut out = vec![0; digits(n)];
+            write_number(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes(), "{n}");
-            assert_eq!(digits(n), out.len(), "{n}");
         }
     }
 
@@ -407,8 +424,19 @@ mod tests {
         ];
         for report in &reports {
             let mut state = Vec::new();
-            report.write_state(&mut state);
-            assert_eq!(state.len(), report.state_len());
+            report.write_state(&mut state, report.state_len());
+            let name =
+                std::str::from_utf8(&report.quoted_name()[1..usize::from(report.name_len) + 1]);
+            assert_eq!(
+                state,
+                format!(
+                    "\"{}\";r={};t={}",
+                    name.unwrap_or_default(),
+                    report.remaining,
+                    report.reset_secs
+                )
+                .into_bytes()
+            );
         }
         write_fields(&reports, true, &mut headers);
         let values = |name: &str| -> Vec<&[u8]> {

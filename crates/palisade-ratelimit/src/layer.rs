@@ -63,6 +63,9 @@ struct Shared {
     any_unenforced: bool,
     /// Some policy charges by the response.
     any_charge_when: bool,
+    /// One always-enforced policy, charged up front, in memory: the common
+    /// layer, decided without a plan (see `RateLimit::call_single`).
+    single: bool,
 }
 
 struct Compiled {
@@ -174,12 +177,18 @@ impl RateLimitLayerBuilder {
                 }
             })
             .collect();
+        let any_unenforced = policies
+            .iter()
+            .any(|c| c.policy.shadow || c.policy.enforce_percent < 100);
+        let any_charge_when = policies.iter().any(|c| c.policy.charge_when.is_some());
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
-                any_unenforced: policies
-                    .iter()
-                    .any(|c| c.policy.shadow || c.policy.enforce_percent < 100),
-                any_charge_when: policies.iter().any(|c| c.policy.charge_when.is_some()),
+                single: policies.len() == 1
+                    && !any_unenforced
+                    && !any_charge_when
+                    && matches!(backend, Backend::Memory(_)),
+                any_unenforced,
+                any_charge_when,
                 policies,
                 backend,
                 headers: self.headers,
@@ -276,50 +285,72 @@ impl Shared {
     #[inline]
     fn plan<B>(&self, request: &Request<B>, plan: &mut Plan) {
         let head = RequestHead::of(request);
-        for (index, compiled) in self.policies.iter().enumerate() {
-            let policy = &compiled.policy;
-            if policy.is_exempt(&head) {
+        for index in 0..self.policies.len() {
+            let Some((check, part, _key)) = self.prepare(index, request, &head) else {
                 continue;
-            }
-            let (member, quota) = match &policy.quota {
-                QuotaSource::Fixed(quota) => (0, *quota),
-                QuotaSource::Tiers(tiers) => match tiers.select(head.principal()) {
-                    (tier, TierLimit::Limited(quota)) => (tier, quota),
-                    (_, TierLimit::Unlimited) => continue,
-                },
             };
-            let key = match policy.key.extract(request) {
-                Some(key) => key,
-                None => match policy.missing_key {
-                    MissingKey::Shared => Key::default(),
-                    MissingKey::Skip => continue,
-                },
-            };
-            let enforced = !policy.shadow
-                && (policy.enforce_percent >= 100 || percent_roll() < policy.enforce_percent);
             #[cfg(feature = "redis")]
             if let Backend::Redis(store) = &self.backend {
                 plan.keys
-                    .push(store.key_name(&compiled.redis_namespace, &key));
+                    .push(store.key_name(&self.policies[index].redis_namespace, &_key));
             }
-            let hash = {
-                let mut hasher = compiled.prefix.clone();
-                std::hash::Hasher::write(&mut hasher, key.as_bytes());
-                std::hash::Hasher::finish(&hasher)
-            };
-            plan.checks.push(Check {
-                hash,
-                quota,
-                cost: policy.weight.cost(&head),
-                enforced,
-                charge_now: true,
-                decision: None,
-            });
-            plan.parts.push(Part {
+            plan.checks.push(check);
+            plan.parts.push(part);
+        }
+    }
+
+    /// Policy `index`'s check of a request, with its key; `None` when the
+    /// policy does not apply to it (exempt, unlimited tier, no key to skip).
+    /// Always inlined: returned by value, the check and key would be copied.
+    #[inline(always)]
+    fn prepare<B>(
+        &self,
+        index: usize,
+        request: &Request<B>,
+        head: &RequestHead<'_>,
+    ) -> Option<(Check, Part, Key)> {
+        let compiled = &self.policies[index];
+        let policy = &compiled.policy;
+        if policy.is_exempt(head) {
+            return None;
+        }
+        let (member, quota) = match &policy.quota {
+            QuotaSource::Fixed(quota) => (0, *quota),
+            QuotaSource::Tiers(tiers) => match tiers.select(head.principal()) {
+                (tier, TierLimit::Limited(quota)) => (tier, quota),
+                (_, TierLimit::Unlimited) => return None,
+            },
+        };
+        let key = match policy.key.extract(request) {
+            Some(key) => key,
+            None => match policy.missing_key {
+                MissingKey::Shared => Key::default(),
+                MissingKey::Skip => return None,
+            },
+        };
+        let enforced = !policy.shadow
+            && (policy.enforce_percent >= 100 || percent_roll() < policy.enforce_percent);
+        let hash = {
+            let mut hasher = compiled.prefix.clone();
+            std::hash::Hasher::write(&mut hasher, key.as_bytes());
+            std::hash::Hasher::finish(&hasher)
+        };
+        let check = Check {
+            hash,
+            quota,
+            cost: policy.weight.cost(head),
+            enforced,
+            charge_now: true,
+            decision: None,
+        };
+        Some((
+            check,
+            Part {
                 policy: index,
                 member,
-            });
-        }
+            },
+            key,
+        ))
     }
 
     /// A policy's part of a response's fields; `None` for a policy the
@@ -406,7 +437,7 @@ impl Shared {
                 .with_extension("violated_policies", serde_json::Value::Array(names));
         }
         let retry_after = violated()
-            .map(|(_, decision)| decision.retry_after)
+            .map(|(_, decision)| decision.retry_after())
             .max()
             .unwrap_or(Duration::from_secs(1));
         let mut rejection = Rejection::rate_limited(retry_after)
@@ -501,6 +532,11 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if self.shared.single
+            && let Backend::Memory(store) = &self.shared.backend
+        {
+            return call_single(&self.shared, store, &mut self.inner, request);
+        }
         let shared: &Shared = &self.shared;
         let mut plan = Plan {
             checks: SmallVec::new(),
@@ -555,6 +591,48 @@ where
     }
 }
 
+/// The common layer (one always-enforced policy, charged up front, in
+/// memory) decided without a plan: one check on the stack, no vectors to
+/// fill and walk, the report made straight from the decision.
+#[inline]
+fn call_single<S, ReqBody, ResBody>(
+    shared: &Shared,
+    store: &MemoryStore,
+    inner: &mut S,
+    request: Request<ReqBody>,
+) -> ResponseFuture<S::Future, ResBody, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let head = RequestHead::of(&request);
+    let Some((mut check, part, _)) = shared.prepare(0, &request, &head) else {
+        return ResponseFuture::ready(CoreFuture::inner(inner.call(request)), None);
+    };
+    let verdict = match store.decide_one(&mut check) {
+        Ok(true) => {
+            let owed = if shared.headers.on_allowed {
+                shared
+                    .report(&check, &part)
+                    .map(|report| Owed::one(report, shared.headers.legacy))
+            } else {
+                None
+            };
+            return ResponseFuture::ready(CoreFuture::inner(inner.call(request)), owed);
+        }
+        Ok(false) => Verdict::Decided(false),
+        Err(_) => Verdict::StoreFull,
+    };
+    let mut plan = Plan {
+        checks: SmallVec::new(),
+        parts: SmallVec::new(),
+        keys: SmallVec::new(),
+    };
+    plan.checks.push(check);
+    plan.parts.push(part);
+    let rejection = shared.rejection(&request, &plan, verdict);
+    ResponseFuture::ready(CoreFuture::rejected(respond(&request, rejection)), None)
+}
+
 /// Carried by the response future: the fields to write and the charges to
 /// settle once the response arrives.
 pub(crate) struct Owed {
@@ -564,6 +642,18 @@ pub(crate) struct Owed {
 }
 
 impl Owed {
+    /// The fields of one policy.
+    #[inline]
+    fn one(report: Report, legacy: bool) -> Self {
+        let mut reports = SmallVec::new();
+        reports.push(report);
+        Owed {
+            reports,
+            legacy,
+            deferred: None,
+        }
+    }
+
     /// Writes the rate-limit fields on the response and settles
     /// response-dependent charges.
     pub(crate) fn settle<B>(self, response: &mut Response<B>) {

@@ -221,22 +221,32 @@ impl MemoryStore {
     pub(crate) fn prefix_hasher(&self, policy: &str) -> std::hash::DefaultHasher {
         let mut hasher = self.cells.build_hasher();
         hasher.write(policy.as_bytes());
-        // A separator no name contains, so name and key cannot run together.
-        hasher.write_u8(0xff);
+        // A separator no name contains (0xff is never in UTF-8), so name and
+        // key cannot run together; repeated to a multiple of 8 bytes, so the
+        // key's bytes start a new word of the hash (none is carried over and
+        // merged byte by byte on every request).
+        let pad = 8 - policy.len() % 8;
+        hasher.write(&[0xff; 8][..pad]);
         hasher
+    }
+
+    /// Decides one check, [`decide`](Self::decide) for a single policy: one
+    /// shard, one lock, no transaction to set up.
+    #[inline]
+    pub(crate) fn decide_one(&self, check: &mut Check) -> Result<bool, StoreFull> {
+        let decision = self.check_at(check.hash, &check.quota, check.cost, self.clock.now())?;
+        check.decision = Some(decision);
+        Ok(decision.allowed || !check.enforced)
     }
 
     /// Decides every check together: the request passes only if every
     /// enforced check fits, and only then is anything charged. Returns
     /// whether it passes.
     pub(crate) fn decide(&self, checks: &mut [Check]) -> Result<bool, StoreFull> {
-        let now = self.clock.now();
         if let [check] = checks {
-            // One policy: one shard, one lock, no transaction to set up.
-            let decision = self.check_at(check.hash, &check.quota, check.cost, now)?;
-            check.decision = Some(decision);
-            return Ok(decision.allowed || !check.enforced);
+            return self.decide_one(check);
         }
+        let now = self.clock.now();
         let hashes: SmallVec<[u64; 4]> = checks.iter().map(|c| c.hash).collect();
         self.cells.transact(&hashes, now, |tx| {
             let mut passes = true;

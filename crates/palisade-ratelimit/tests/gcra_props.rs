@@ -121,9 +121,9 @@ proptest! {
         }
         let refused = gcra::decide(&quota, tat, now, 1);
         if !refused.allowed {
-            prop_assert!(refused.retry_after > Duration::ZERO);
-            prop_assert!(refused.retry_after <= refused.reset);
-            let later = now + refused.retry_after.as_nanos() as u64;
+            prop_assert!(refused.retry_after() > Duration::ZERO);
+            prop_assert!(refused.retry_after() <= refused.reset());
+            let later = now + refused.retry_after_ns;
             prop_assert!(gcra::decide(&quota, tat, later, 1).allowed);
             prop_assert!(!gcra::decide(&quota, tat, later - 1, 1).allowed);
         }

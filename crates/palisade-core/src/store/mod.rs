@@ -371,6 +371,10 @@ impl<S: Idle> KeyedStore<S> {
     }
 
     /// [`update`](Self::update) with a hash from [`hash_key`](Self::hash_key).
+    ///
+    /// Inlined: a held key costs a lock, one probe and `f`, with no call
+    /// and no result copied out; sweeping and inserting are out of line.
+    #[inline]
     pub fn update_hashed<R>(
         &self,
         hash: u64,
@@ -385,11 +389,25 @@ impl<S: Idle> KeyedStore<S> {
         if let Some(state) = shard.entries.get_mut(&hash) {
             return Ok(f(state));
         }
+        self.insert_new(&mut shard, hash, now, init, f)
+    }
+
+    /// A key not held: created with `init` when its shard has room (after a
+    /// sweep when it looks full).
+    #[inline(never)]
+    fn insert_new<R>(
+        &self,
+        shard: &mut ShardMap<S>,
+        hash: u64,
+        now: Nanos,
+        init: impl FnOnce() -> S,
+        f: impl FnOnce(&mut S) -> R,
+    ) -> Result<R, StoreFull> {
         if shard.entries.len() >= self.per_shard_capacity && now < shard.full_until {
             return Err(StoreFull);
         }
         if shard.entries.len() >= shard.sweep_at_len {
-            self.sweep(&mut shard, now);
+            self.sweep(shard, now);
             if shard.entries.len() >= self.per_shard_capacity {
                 shard.full_until = now.saturating_add(FULL_BACKOFF);
                 return Err(StoreFull);
@@ -445,6 +463,8 @@ impl<S: Idle> KeyedStore<S> {
             .sum()
     }
 
+    #[cold]
+    #[inline(never)]
     fn sweep(&self, shard: &mut ShardMap<S>, now: Nanos) -> usize {
         let before = shard.entries.len();
         shard.entries.retain(|_, state| !state.is_idle(now));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::ConfigError;
-use palisade_core::clock::{Clock, Nanos, SystemClock};
+use palisade_core::clock::{Clock, Nanos, SystemClock, duration_to_nanos};
 use palisade_core::store::KeyedStore;
 use palisade_redis::{
     FailureCounts, FailurePolicy, FallbackDecision, KeyNamer, RedisConnection, RedisError,
@@ -203,8 +203,8 @@ impl RedisStore {
                     tat: 0,
                     headroom_ns: 0,
                     emission_ns: check.quota.emission_ns(),
-                    reset: wait,
-                    retry_after: wait,
+                    reset_ns: duration_to_nanos(wait),
+                    retry_after_ns: duration_to_nanos(wait),
                 });
                 // The other policies were not asked: they report nothing.
                 return RedisOutcome::Decided(false);
@@ -220,7 +220,8 @@ impl RedisStore {
                         // Until a request of cost 1 fits again: caching
                         // this request's own retry time would let one
                         // costly request block the key for everyone.
-                        let wait = palisade_core::clock::duration_to_nanos(decision.reset)
+                        let wait = decision
+                            .reset_ns
                             .saturating_add(check.quota.emission_ns())
                             .saturating_sub(check.quota.tolerance_ns());
                         if wait > 0 {
@@ -371,8 +372,8 @@ impl RedisStore {
                 tat: 0,
                 headroom_ns: field(1).saturating_mul(check.quota.emission_ns()),
                 emission_ns: check.quota.emission_ns(),
-                reset: Duration::from_micros(field(2)),
-                retry_after: Duration::from_micros(field(3)),
+                reset_ns: field(2).saturating_mul(1_000),
+                retry_after_ns: field(3).saturating_mul(1_000),
             });
         }
         Ok(passes)
