@@ -193,6 +193,53 @@ impl Report {
     }
 }
 
+impl Report {
+    /// This policy's `RateLimit` member as a field value, for the usual one
+    /// policy: written backwards from the end of a stack buffer (the
+    /// numbers' lengths need not be known first), then copied out once.
+    #[inline]
+    fn state_value(&self) -> HeaderValue {
+        // `"name"` (at most 66 bytes), `;r=` and 10 digits, `;t=` and 20.
+        let mut buf = [0u8; 112];
+        let name = self.quoted_name();
+        let end = buf.len();
+        let start = write_back(&mut buf, end, self.reset_secs)
+            .and_then(|at| put_back(&mut buf, at, b";t="))
+            .and_then(|at| write_back(&mut buf, at, u64::from(self.remaining)))
+            .and_then(|at| put_back(&mut buf, at, b";r="))
+            .and_then(|at| put_back(&mut buf, at, name));
+        match start {
+            Some(at) => value_from(&buf[at..]),
+            None => HeaderValue::from_static(""),
+        }
+    }
+}
+
+/// Puts `bytes` just before `end` in `buf`; the new start.
+#[inline]
+fn put_back(buf: &mut [u8], end: usize, bytes: &[u8]) -> Option<usize> {
+    let start = end.checked_sub(bytes.len())?;
+    buf.get_mut(start..end)?.copy_from_slice(bytes);
+    Some(start)
+}
+
+/// Writes the decimal digits of `n` just before `end` in `buf`, two at a
+/// time from the last; the new start.
+#[inline]
+fn write_back(buf: &mut [u8], mut end: usize, mut n: u64) -> Option<usize> {
+    while n >= 100 {
+        let at = (n % 100) as usize * 2;
+        n /= 100;
+        end = put_back(buf, end, &PAIRS[at..at + 2])?;
+    }
+    if n >= 10 {
+        let at = n as usize * 2;
+        put_back(buf, end, &PAIRS[at..at + 2])
+    } else {
+        put_back(buf, end, &[b'0' + n as u8])
+    }
+}
+
 /// Appends `RateLimit-Policy` (the policies' members) and `RateLimit` for
 /// these policies, and the legacy `X-RateLimit-*` fields when asked: on
 /// allowed responses and refusals alike. Appended: when an inner layer or
@@ -207,13 +254,11 @@ pub(crate) fn write_fields(reports: &[Report], legacy: bool, headers: &mut Heade
         [] => return,
         // The usual case: the member itself (interned: a plain copy), and
         // one member of `RateLimit`.
-        [only] => {
-            let len = only.state_len();
-            let mut state = Vec::with_capacity(len);
-            only.write_state(&mut state, len);
-            (only.member.value().clone(), state)
+        [only] => (only.member.value().clone(), only.state_value()),
+        reports => {
+            let (policy, state) = joined(reports);
+            (policy, value(state))
         }
-        reports => joined(reports),
     };
     if legacy {
         write_legacy(reports, headers);
@@ -223,7 +268,7 @@ pub(crate) fn write_fields(reports: &[Report], legacy: bool, headers: &mut Heade
         const { HeaderName::from_static("ratelimit-policy") },
         policy,
     );
-    headers.append(const { HeaderName::from_static("ratelimit") }, value(state));
+    headers.append(const { HeaderName::from_static("ratelimit") }, state);
 }
 
 /// Both fields' values for several policies (kept out of the one-policy
@@ -269,6 +314,14 @@ fn digits(n: u64) -> usize {
     n.checked_ilog10().unwrap_or(0) as usize + 1
 }
 
+/// The two-digit numbers 00 to 99, for writing numbers two digits at a time
+/// (half the divisions of one at a time; each is a multiply and a shift).
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
 /// Writes `;x=` and the decimal digits of `n` into `out`, which is
 /// `3 + digits(n)` bytes long.
 #[inline]
@@ -280,15 +333,9 @@ fn write_param(out: &mut [u8], tag: &[u8; 3], n: u64) {
 }
 
 /// Writes the decimal digits of `n` into `out`, which is `digits(n)` bytes
-/// long, two at a time from the last (half the divisions of one at a time;
-/// each is a multiply and a shift).
+/// long, two at a time from the last.
 #[inline]
 fn write_number(out: &mut [u8], mut n: u64) {
-    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-        2021222324252627282930313233343536373839\
-        4041424344454647484950515253545556575859\
-        6061626364656667686970717273747576777879\
-        8081828384858687888990919293949596979899";
     let mut pairs = out.rchunks_exact_mut(2);
     for pair in &mut pairs {
         let at = (n % 100) as usize * 2;
