@@ -75,9 +75,12 @@ where
             KindProj::Boxed { future } => future.as_mut().poll(cx),
             KindProj::Ready { inner, owed } => {
                 let mut response = ready!(inner.poll(cx))?;
-                if let Some(owed) = owed.take() {
+                if let Some(owed) = owed {
                     owed.settle(&mut response);
                 }
+                // Settled once: a future is not polled again after it is
+                // ready, and nothing is owed twice if it were.
+                *owed = None;
                 Poll::Ready(Ok(response))
             }
         }

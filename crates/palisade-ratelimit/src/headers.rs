@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
@@ -167,53 +166,26 @@ impl Report {
         &member[..(usize::from(self.name_len) + 2).min(member.len())]
     }
 
-    /// The length of this policy's `RateLimit` member,
-    /// `"name";r=<remaining>;t=<reset>`.
+    /// Writes this policy's `RateLimit` member,
+    /// `"name";r=<remaining>;t=<reset>`, backwards from the end of `buf`
+    /// (the numbers' lengths need not be known first, and nothing grows);
+    /// the member, a slice of `buf`.
     #[inline]
-    fn state_len(&self) -> usize {
-        self.quoted_name().len() + 6 + digits(u64::from(self.remaining)) + digits(self.reset_secs)
-    }
-
-    /// Appends this policy's `RateLimit` member, [`state_len`](Self::state_len)
-    /// bytes: the name copied, then every other byte stored in place (no
-    /// growth checks, no copy of a number made elsewhere).
-    #[inline]
-    fn write_state(&self, out: &mut Vec<u8>, len: usize) {
-        let start = out.len();
-        out.extend_from_slice(self.quoted_name());
-        let params = out.len();
-        // Not zeros: a zeroed allocation would be asked for, the allocator's
-        // slow path.
-        out.resize(start + len, b'0');
-        let remaining = u64::from(self.remaining);
-        if let Some((r, t)) = out[params..].split_at_mut_checked(3 + digits(remaining)) {
-            write_param(r, b";r=", remaining);
-            write_param(t, b";t=", self.reset_secs);
-        }
-    }
-}
-
-impl Report {
-    /// This policy's `RateLimit` member as a field value, for the usual one
-    /// policy: written backwards from the end of a stack buffer (the
-    /// numbers' lengths need not be known first), then copied out once.
-    #[inline]
-    fn state_value(&self) -> HeaderValue {
-        // `"name"` (at most 66 bytes), `;r=` and 10 digits, `;t=` and 20.
-        let mut buf = [0u8; 112];
-        let name = self.quoted_name();
+    fn write_state<'b>(&self, buf: &'b mut StateBuf) -> &'b [u8] {
         let end = buf.len();
-        let start = write_back(&mut buf, end, self.reset_secs)
-            .and_then(|at| put_back(&mut buf, at, b";t="))
-            .and_then(|at| write_back(&mut buf, at, u64::from(self.remaining)))
-            .and_then(|at| put_back(&mut buf, at, b";r="))
-            .and_then(|at| put_back(&mut buf, at, name));
-        match start {
-            Some(at) => value_from(&buf[at..]),
-            None => HeaderValue::from_static(""),
-        }
+        let start = write_back(buf, end, self.reset_secs)
+            .and_then(|at| put_back(buf, at, b";t="))
+            .and_then(|at| write_back(buf, at, u64::from(self.remaining)))
+            .and_then(|at| put_back(buf, at, b";r="))
+            .and_then(|at| put_back(buf, at, self.quoted_name()));
+        // Names are at most 64 bytes, so the buffer always has room.
+        start.map_or(&[], |at| &buf[at..])
     }
 }
+
+/// Room for one `RateLimit` member: `"name"` (at most 66 bytes), `;r=` and
+/// 10 digits, `;t=` and 20.
+type StateBuf = [u8; 112];
 
 /// Puts `bytes` just before `end` in `buf`; the new start.
 #[inline]
@@ -246,19 +218,18 @@ fn write_back(buf: &mut [u8], mut end: usize, mut n: u64) -> Option<usize> {
 /// the handler already wrote items, ours form another field line of the
 /// same list, so a client sees every policy of every stacked layer.
 ///
-/// `RateLimit` is written straight into a buffer of its exact length, which
-/// becomes the value without a copy: the one allocation of an allowed
-/// request.
+/// `RateLimit` is written into a stack buffer and copied out once, into
+/// the one allocation of an allowed request.
 pub(crate) fn write_fields(reports: &[Report], legacy: bool, headers: &mut HeaderMap) {
     let (policy, state) = match reports {
         [] => return,
         // The usual case: the member itself (interned: a plain copy), and
         // one member of `RateLimit`.
-        [only] => (only.member.value().clone(), only.state_value()),
-        reports => {
-            let (policy, state) = joined(reports);
-            (policy, value(state))
-        }
+        [only] => (
+            only.member.value().clone(),
+            value_from(only.write_state(&mut [0; 112])),
+        ),
+        reports => joined(reports),
     };
     if legacy {
         write_legacy(reports, headers);
@@ -274,20 +245,19 @@ pub(crate) fn write_fields(reports: &[Report], legacy: bool, headers: &mut Heade
 /// Both fields' values for several policies (kept out of the one-policy
 /// path, whose stack frame it would grow).
 #[inline(never)]
-fn joined(reports: &[Report]) -> (HeaderValue, Vec<u8>) {
+fn joined(reports: &[Report]) -> (HeaderValue, HeaderValue) {
     let mut policy: SmallVec<[u8; 128]> = SmallVec::new();
-    let len =
-        reports.iter().map(Report::state_len).sum::<usize>() + 2 * reports.len().saturating_sub(1);
-    let mut state = Vec::with_capacity(len);
+    let mut state: SmallVec<[u8; 128]> = SmallVec::new();
+    let mut buf = [0; 112];
     for (i, report) in reports.iter().enumerate() {
         if i > 0 {
             policy.extend_from_slice(b", ");
             state.extend_from_slice(b", ");
         }
         policy.extend_from_slice(report.member.value().as_bytes());
-        report.write_state(&mut state, report.state_len());
+        state.extend_from_slice(report.write_state(&mut buf));
     }
-    (value_from(&policy), state)
+    (value_from(&policy), value_from(&state))
 }
 
 /// The legacy `X-RateLimit-*` fields, for the policy with the fewest
@@ -308,12 +278,6 @@ fn write_legacy(reports: &[Report], headers: &mut HeaderMap) {
     }
 }
 
-/// The number of decimal digits of `n`.
-#[inline]
-fn digits(n: u64) -> usize {
-    n.checked_ilog10().unwrap_or(0) as usize + 1
-}
-
 /// The two-digit numbers 00 to 99, for writing numbers two digits at a time
 /// (half the divisions of one at a time; each is a multiply and a shift).
 const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
@@ -322,41 +286,10 @@ const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
     6061626364656667686970717273747576777879\
     8081828384858687888990919293949596979899";
 
-/// Writes `;x=` and the decimal digits of `n` into `out`, which is
-/// `3 + digits(n)` bytes long.
-#[inline]
-fn write_param(out: &mut [u8], tag: &[u8; 3], n: u64) {
-    if let Some((head, number)) = out.split_at_mut_checked(3) {
-        head.copy_from_slice(tag);
-        write_number(number, n);
-    }
-}
-
-/// Writes the decimal digits of `n` into `out`, which is `digits(n)` bytes
-/// long, two at a time from the last.
-#[inline]
-fn write_number(out: &mut [u8], mut n: u64) {
-    let mut pairs = out.rchunks_exact_mut(2);
-    for pair in &mut pairs {
-        let at = (n % 100) as usize * 2;
-        n /= 100;
-        pair.copy_from_slice(&PAIRS[at..at + 2]);
-    }
-    if let [first] = pairs.into_remainder() {
-        *first = b'0' + (n % 10) as u8;
-    }
-}
-
 /// A header value copied from bytes made of validated names, digits and
 /// punctuation; never fails in practice, and degrades to an empty list.
 pub(crate) fn value_from(bytes: &[u8]) -> HeaderValue {
     HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// [`value_from`], taking the bytes.
-pub(crate) fn value(bytes: Vec<u8>) -> HeaderValue {
-    HeaderValue::from_maybe_shared(Bytes::from(bytes))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
@@ -445,9 +378,13 @@ mod tests {
             10_000_000_000_000_000_000,
             u64::MAX,
         ] {
-            let mut out = vec![0; digits(n)];
-            write_number(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes(), "{n}");
+            let mut buf = [0; 20];
+            let start = write_back(&mut buf, 20, n);
+            assert_eq!(
+                start.map(|at| buf[at..].to_vec()),
+                Some(n.to_string().into_bytes()),
+                "{n}"
+            );
         }
     }
 
@@ -462,16 +399,18 @@ mod tests {
     }
 
     #[test]
-    fn fields_are_written_with_their_exact_lengths() {
+    fn fields_are_written_whole_and_appended() {
         let mut headers = HeaderMap::new();
         headers.append("ratelimit", HeaderValue::from_static("\"inner\";r=1;t=1"));
         let reports = [
             report("per_ip", Quota::per_minute(100), 0, 60),
             report("daily-64", Quota::per_day(5_000), u32::MAX, 86_400),
         ];
-        for report in &reports {
-            let mut state = Vec::new();
-            report.write_state(&mut state, report.state_len());
+        let longest = "n".repeat(64);
+        let longest = report(&longest, Quota::per_day(u32::MAX), u32::MAX, u64::MAX);
+        for report in reports.iter().chain([&longest]) {
+            let mut buf = [0; 112];
+            let state = report.write_state(&mut buf);
             let name =
                 std::str::from_utf8(&report.quoted_name()[1..usize::from(report.name_len) + 1]);
             assert_eq!(

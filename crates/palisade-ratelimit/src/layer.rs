@@ -655,17 +655,14 @@ impl Owed {
     }
 
     /// Writes the rate-limit fields on the response and settles
-    /// response-dependent charges.
-    pub(crate) fn settle<B>(self, response: &mut Response<B>) {
-        let Owed {
-            reports,
-            legacy,
-            deferred,
-        } = self;
-        if !reports.is_empty() {
-            headers::write_fields(&reports, legacy, response.headers_mut());
+    /// response-dependent charges. In place: what is owed is read where the
+    /// future holds it, not moved out first.
+    #[inline]
+    pub(crate) fn settle<B>(&mut self, response: &mut Response<B>) {
+        if !self.reports.is_empty() {
+            headers::write_fields(&self.reports, self.legacy, response.headers_mut());
         }
-        if let Some(deferred) = deferred {
+        if let Some(deferred) = self.deferred.take() {
             deferred.settle(response.status());
         }
     }
