@@ -43,7 +43,7 @@ impl Default for HeaderOptions {
 /// Nanoseconds in whole seconds, rounded up.
 #[inline]
 pub(crate) fn ceil_secs_of_nanos(nanos: u64) -> u64 {
-    nanos / 1_000_000_000 + u64::from(!nanos.is_multiple_of(1_000_000_000))
+    nanos.div_ceil(1_000_000_000)
 }
 
 /// Whole seconds, rounded up.
@@ -185,7 +185,10 @@ impl Report {
 
 /// Room for one `RateLimit` member: `"name"` (at most 66 bytes), `;r=` and
 /// 10 digits, `;t=` and 20.
-type StateBuf = [u8; 112];
+const STATE_BUF: usize = 112;
+
+/// A buffer of [`STATE_BUF`] bytes.
+type StateBuf = [u8; STATE_BUF];
 
 /// Puts `bytes` just before `end` in `buf`; the new start.
 #[inline]
@@ -227,7 +230,7 @@ pub(crate) fn write_fields(reports: &[Report], legacy: bool, headers: &mut Heade
         // one member of `RateLimit`.
         [only] => (
             only.member.value().clone(),
-            value_from(only.write_state(&mut [0; 112])),
+            value_from(only.write_state(&mut [0; STATE_BUF])),
         ),
         reports => joined(reports),
     };
@@ -248,7 +251,7 @@ pub(crate) fn write_fields(reports: &[Report], legacy: bool, headers: &mut Heade
 fn joined(reports: &[Report]) -> (HeaderValue, HeaderValue) {
     let mut policy: SmallVec<[u8; 128]> = SmallVec::new();
     let mut state: SmallVec<[u8; 128]> = SmallVec::new();
-    let mut buf = [0; 112];
+    let mut buf: StateBuf = [0; STATE_BUF];
     for (i, report) in reports.iter().enumerate() {
         if i > 0 {
             policy.extend_from_slice(b", ");
@@ -409,7 +412,7 @@ mod tests {
         let longest = "n".repeat(64);
         let longest = report(&longest, Quota::per_day(u32::MAX), u32::MAX, u64::MAX);
         for report in reports.iter().chain([&longest]) {
-            let mut buf = [0; 112];
+            let mut buf = [0; STATE_BUF];
             let state = report.write_state(&mut buf);
             let name =
                 std::str::from_utf8(&report.quoted_name()[1..usize::from(report.name_len) + 1]);

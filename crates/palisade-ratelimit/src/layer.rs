@@ -64,7 +64,7 @@ struct Shared {
     /// Some policy charges by the response.
     any_charge_when: bool,
     /// One always-enforced policy, charged up front, in memory: the common
-    /// layer, decided without a plan (see `RateLimit::call_single`).
+    /// layer, decided without a plan (see `call_single`).
     single: bool,
 }
 

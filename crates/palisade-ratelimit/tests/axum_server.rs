@@ -19,7 +19,8 @@ use palisade_core::clock::ManualClock;
 use palisade_core::key::KeyFn;
 use palisade_core::principal::Principal;
 use palisade_ratelimit::{
-    HeaderOptions, MemoryStore, Quota, RateLimitLayer, RateLimitPolicy, TierBy, TierLimit, Tiers,
+    HeaderOptions, MemoryStore, MissingKey, Quota, RateLimitLayer, RateLimitPolicy, TierBy,
+    TierLimit, Tiers,
 };
 
 async fn serve(router: Router) -> SocketAddr {
@@ -522,4 +523,113 @@ async fn a_request_costing_more_than_the_burst_is_too_large() {
             .status(),
         StatusCode::TOO_MANY_REQUESTS
     );
+}
+
+/// A layer of one enforced policy takes the single-policy path: its
+/// exemptions, missing-key rules and full store behave as on the general
+/// path.
+#[tokio::test]
+async fn one_policy_exempts_skips_shares_and_refuses_when_the_store_is_full() {
+    let tenant = || KeyFn::header(http::HeaderName::from_static("x-tenant")).unwrap();
+    let policy = |name: &str, missing: MissingKey| {
+        RateLimitPolicy::builder(name, tenant(), Quota::per_minute(2))
+            .missing_key(missing)
+            .exempt_path("/health")
+            .exempt_method(http::Method::OPTIONS)
+            .build()
+            .unwrap()
+    };
+    let (_clock, shared_store) = manual_store();
+    let shared = RateLimitLayer::builder()
+        .policy(policy("shared", MissingKey::Shared))
+        .store(shared_store)
+        .build()
+        .unwrap();
+    let (_clock, skip_store) = manual_store();
+    let skip = RateLimitLayer::builder()
+        .policy(policy("skip", MissingKey::Skip))
+        .store(skip_store)
+        .build()
+        .unwrap();
+    let tiny = MemoryStore::builder()
+        .clock(ManualClock::new())
+        .capacity(1)
+        .build()
+        .unwrap();
+    let full = RateLimitLayer::builder()
+        .policy(policy("tiny", MissingKey::Shared))
+        .store(tiny)
+        .build()
+        .unwrap();
+    let handler = || get(|| async { "ok" }).options(|| async { "" });
+    let addr = serve(
+        Router::new()
+            .route("/shared", handler().layer(shared.clone()))
+            .route("/health", handler().layer(shared))
+            .route("/skip", handler().layer(skip))
+            .route("/tiny", handler().layer(full)),
+    )
+    .await;
+
+    // No key: one bucket for every keyless request.
+    for _ in 0..2 {
+        assert_eq!(
+            send(addr, "GET", "/shared", &[]).await.status(),
+            StatusCode::OK
+        );
+    }
+    let refused = send(addr, "GET", "/shared", &[]).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        json(&refused)["violated_policies"],
+        serde_json::json!(["shared"])
+    );
+    // A key of its own has its own bucket; exempt paths and methods pass.
+    let own = send(addr, "GET", "/shared", &[("x-tenant", "acme")]).await;
+    assert_eq!(own.status(), StatusCode::OK);
+    assert_eq!(
+        param(&parse_list(own.headers(), "ratelimit"), "shared", "r"),
+        Some(1)
+    );
+    for _ in 0..5 {
+        let health = send(addr, "GET", "/health", &[]).await;
+        assert_eq!(health.status(), StatusCode::OK);
+        assert!(health.headers().get("ratelimit").is_none(), "not limited");
+        assert_eq!(
+            send(addr, "OPTIONS", "/shared", &[]).await.status(),
+            StatusCode::OK
+        );
+    }
+    // Skip: keyless requests are not limited at all, keyed ones are.
+    for _ in 0..5 {
+        let keyless = send(addr, "GET", "/skip", &[]).await;
+        assert_eq!(keyless.status(), StatusCode::OK);
+        assert!(keyless.headers().get("ratelimit").is_none());
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            send(addr, "GET", "/skip", &[("x-tenant", "acme")])
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        send(addr, "GET", "/skip", &[("x-tenant", "acme")])
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A store with room for one live key refuses a second key: 503, fail
+    // secure, with a retry time.
+    assert_eq!(
+        send(addr, "GET", "/tiny", &[("x-tenant", "a")])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let overloaded = send(addr, "GET", "/tiny", &[("x-tenant", "b")]).await;
+    assert_eq!(overloaded.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json(&overloaded)["type"], "urn:palisade:problem:overloaded");
+    assert!(overloaded.headers().contains_key("retry-after"));
 }
