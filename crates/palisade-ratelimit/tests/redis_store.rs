@@ -388,3 +388,43 @@ async fn one_costly_refusal_does_not_block_cheap_requests_of_the_same_key() {
     assert_eq!(call("1").await, StatusCode::OK);
     assert_eq!(call("1").await, StatusCode::OK);
 }
+
+/// A refusal answered from the local cache of refused keys reads as Redis's
+/// own: the same `t` (time to a full bucket) and the same Retry-After.
+#[tokio::test]
+async fn a_cached_refusal_reports_what_redis_reported() {
+    let server = RedisServer::start().expect("redis-server");
+    let config = RedisConfig::standalone(server.url());
+    // One every 10 s, three at once: the fourth request is 10 s early and
+    // the bucket is full again in 30 s.
+    let quota = Quota::per_minute(6).burst(3).unwrap();
+    let addr =
+        serve(layer(&config, quota, FailurePolicy::FailClosed, TimeSource::Redis).await).await;
+    for _ in 0..3 {
+        assert_eq!(status(addr).await.0, StatusCode::OK);
+    }
+    let fields = |headers: &http::HeaderMap| {
+        (
+            headers
+                .get("ratelimit")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        )
+    };
+    let (refused, by_redis) = status(addr).await;
+    assert_eq!(refused, StatusCode::TOO_MANY_REQUESTS);
+    let (refused, cached) = status(addr).await;
+    assert_eq!(refused, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        fields(&by_redis),
+        (
+            Some("\"per_ip\";r=0;t=30".to_owned()),
+            Some("10".to_owned())
+        )
+    );
+    assert_eq!(fields(&cached), fields(&by_redis));
+}

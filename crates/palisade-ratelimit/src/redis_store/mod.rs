@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::ConfigError;
-use palisade_core::clock::{Clock, Nanos, SystemClock, duration_to_nanos};
+use palisade_core::clock::{Clock, Nanos, SystemClock};
 use palisade_core::store::KeyedStore;
 use palisade_redis::{
     FailureCounts, FailurePolicy, FallbackDecision, KeyNamer, RedisConnection, RedisError,
     RedisScript,
 };
 
-use crate::gcra::{Decision, Quota};
+use crate::gcra::{self, Decision, Quota};
 use crate::memory::{Check, MemoryStore};
 
 mod scripts;
@@ -197,17 +197,20 @@ impl RedisStore {
             if let Some(until) = inner.refused_until.get_hashed(check.hash, |u| u.copied())
                 && until > now
             {
-                let wait = until.saturating_sub(now);
-                check.decision = Some(Decision {
-                    allowed: false,
-                    tat: 0,
-                    headroom_ns: 0,
-                    emission_ns: check.quota.emission_ns(),
-                    reset_ns: duration_to_nanos(wait),
-                    retry_after_ns: duration_to_nanos(wait),
-                });
-                // The other policies were not asked: they report nothing.
-                return RedisOutcome::Decided(false);
+                // The key's arrival time as Redis last gave it (`until` is
+                // when a request of cost 1 fits: that time, less the burst's
+                // room for one), decided here as Redis would: the same `t`
+                // as Redis's own refusal, and this request's own retry time.
+                let tat = until
+                    .as_u64()
+                    .saturating_add(check.quota.tolerance_ns())
+                    .saturating_sub(check.quota.emission_ns());
+                let decision = gcra::decide(&check.quota, Some(tat), now.as_u64(), check.cost);
+                if !decision.allowed {
+                    check.decision = Some(decision);
+                    // The other policies were not asked: they report nothing.
+                    return RedisOutcome::Decided(false);
+                }
             }
         }
         let error = match self.call(checks, keys).await {
