@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use palisade_core::clock::duration_to_nanos;
 use smallvec::SmallVec;
 
 use crate::gcra::{Decision, Quota};
@@ -42,15 +42,8 @@ impl Default for HeaderOptions {
 
 /// Nanoseconds in whole seconds, rounded up.
 #[inline]
-pub(crate) fn ceil_secs_of_nanos(nanos: u64) -> u64 {
+pub(crate) fn ceil_secs(nanos: u64) -> u64 {
     nanos.div_ceil(1_000_000_000)
-}
-
-/// Whole seconds, rounded up.
-pub(crate) fn ceil_secs(duration: Duration) -> u64 {
-    duration
-        .as_secs()
-        .saturating_add(u64::from(duration.subsec_nanos() > 0))
 }
 
 /// The most policy members kept for the life of the process; see
@@ -103,7 +96,7 @@ pub(crate) fn policy_member(name: &str, quota: &Quota) -> Member {
     let text = format!(
         "\"{name}\";q={};w={}",
         quota.count(),
-        ceil_secs(quota.period()).max(1)
+        ceil_secs(duration_to_nanos(quota.period())).max(1)
     );
     // Names are validated to letters, digits, - and _ when the policy is
     // built, so neither early return is taken; they keep this function
@@ -155,7 +148,7 @@ impl Report {
             name_len: u8::try_from(name.len()).unwrap_or(u8::MAX),
             limit: quota.count(),
             remaining: decision.remaining(),
-            reset_secs: ceil_secs_of_nanos(decision.reset_ns),
+            reset_secs: ceil_secs(decision.reset_ns),
         }
     }
 

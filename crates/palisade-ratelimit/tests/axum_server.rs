@@ -65,6 +65,16 @@ async fn send(
     Response::from_parts(parts, body.collect().await.expect("body").to_bytes())
 }
 
+/// The status of one request.
+async fn status_of(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> StatusCode {
+    send(addr, method, path, headers).await.status()
+}
+
 /// `RateLimit` / `RateLimit-Policy` parsed as structured-field lists:
 /// policy name to its integer parameters.
 fn parse_list(headers: &HeaderMap, name: &str) -> Vec<(String, Vec<(String, i64)>)> {
@@ -539,28 +549,21 @@ async fn one_policy_exempts_skips_shares_and_refuses_when_the_store_is_full() {
             .build()
             .unwrap()
     };
-    let (_clock, shared_store) = manual_store();
-    let shared = RateLimitLayer::builder()
-        .policy(policy("shared", MissingKey::Shared))
-        .store(shared_store)
-        .build()
-        .unwrap();
-    let (_clock, skip_store) = manual_store();
-    let skip = RateLimitLayer::builder()
-        .policy(policy("skip", MissingKey::Skip))
-        .store(skip_store)
-        .build()
-        .unwrap();
+    let layer = |policy: RateLimitPolicy, store: MemoryStore| {
+        RateLimitLayer::builder()
+            .policy(policy)
+            .store(store)
+            .build()
+            .unwrap()
+    };
+    let shared = layer(policy("shared", MissingKey::Shared), manual_store().1);
+    let skip = layer(policy("skip", MissingKey::Skip), manual_store().1);
     let tiny = MemoryStore::builder()
         .clock(ManualClock::new())
         .capacity(1)
         .build()
         .unwrap();
-    let full = RateLimitLayer::builder()
-        .policy(policy("tiny", MissingKey::Shared))
-        .store(tiny)
-        .build()
-        .unwrap();
+    let full = layer(policy("tiny", MissingKey::Shared), tiny);
     let handler = || get(|| async { "ok" }).options(|| async { "" });
     let addr = serve(
         Router::new()
@@ -573,10 +576,7 @@ async fn one_policy_exempts_skips_shares_and_refuses_when_the_store_is_full() {
 
     // No key: one bucket for every keyless request.
     for _ in 0..2 {
-        assert_eq!(
-            send(addr, "GET", "/shared", &[]).await.status(),
-            StatusCode::OK
-        );
+        assert_eq!(status_of(addr, "GET", "/shared", &[]).await, StatusCode::OK);
     }
     let refused = send(addr, "GET", "/shared", &[]).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -596,7 +596,7 @@ async fn one_policy_exempts_skips_shares_and_refuses_when_the_store_is_full() {
         assert_eq!(health.status(), StatusCode::OK);
         assert!(health.headers().get("ratelimit").is_none(), "not limited");
         assert_eq!(
-            send(addr, "OPTIONS", "/shared", &[]).await.status(),
+            status_of(addr, "OPTIONS", "/shared", &[]).await,
             StatusCode::OK
         );
     }
@@ -608,24 +608,18 @@ async fn one_policy_exempts_skips_shares_and_refuses_when_the_store_is_full() {
     }
     for _ in 0..2 {
         assert_eq!(
-            send(addr, "GET", "/skip", &[("x-tenant", "acme")])
-                .await
-                .status(),
+            status_of(addr, "GET", "/skip", &[("x-tenant", "acme")]).await,
             StatusCode::OK
         );
     }
     assert_eq!(
-        send(addr, "GET", "/skip", &[("x-tenant", "acme")])
-            .await
-            .status(),
+        status_of(addr, "GET", "/skip", &[("x-tenant", "acme")]).await,
         StatusCode::TOO_MANY_REQUESTS
     );
     // A store with room for one live key refuses a second key: 503, fail
     // secure, with a retry time.
     assert_eq!(
-        send(addr, "GET", "/tiny", &[("x-tenant", "a")])
-            .await
-            .status(),
+        status_of(addr, "GET", "/tiny", &[("x-tenant", "a")]).await,
         StatusCode::OK
     );
     let overloaded = send(addr, "GET", "/tiny", &[("x-tenant", "b")]).await;

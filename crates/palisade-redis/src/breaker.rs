@@ -63,15 +63,23 @@ impl Breaker {
                 probe: false,
             });
         }
-        let elected = now.as_u64() >= open_until
-            && self
+        if now.as_u64() < open_until
+            || self
                 .probing
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
-        elected.then_some(Permit {
+                .is_err()
+        {
+            return None;
+        }
+        let permit = Permit {
             breaker: self,
             probe: true,
-        })
+        };
+        // A probe that failed just before this election reopened the
+        // breaker: read its new cooldown again (dropping the permit gives
+        // the place back), so no second probe runs early.
+        let reopened = self.open_until.load(Ordering::Acquire);
+        (reopened == 0 || now.as_u64() >= reopened).then_some(permit)
     }
 
     /// Whether the breaker is open (Redis was unavailable just now).
@@ -97,8 +105,11 @@ impl Breaker {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= Self::THRESHOLD || probe {
             let until = now.saturating_add(self.cooldown).as_u64().max(1);
-            self.open_until.store(until, Ordering::Release);
-            tracing::warn!(target: "palisade::redis", cooldown = ?self.cooldown, "redis breaker open");
+            // Logged when the breaker opens, not again for every call that
+            // was already under way when it did.
+            if self.open_until.swap(until, Ordering::AcqRel) == 0 {
+                tracing::warn!(target: "palisade::redis", cooldown = ?self.cooldown, "redis breaker open");
+            }
         }
     }
 }
@@ -199,5 +210,22 @@ mod tests {
             .unwrap_or_else(|| panic!("the next call probes"));
         probe.success();
         assert!(!breaker.is_open());
+    }
+
+    #[test]
+    fn a_failed_probe_reopens_the_breaker_for_a_new_cooldown() {
+        let breaker = Breaker::new(Duration::from_millis(100));
+        let t0 = Nanos(1_000_000_000);
+        trip(&breaker, t0);
+        let later = t0.saturating_add(Duration::from_millis(150));
+        // The probe fails and reopens the breaker until `later + 100 ms`:
+        // no call probes again before then.
+        breaker
+            .admit(later)
+            .unwrap_or_else(|| panic!("a probe"))
+            .failure(later);
+        assert!(breaker.admit(later).is_none());
+        let after = later.saturating_add(Duration::from_millis(100));
+        assert!(breaker.admit(after).is_some_and(|p| p.probe));
     }
 }

@@ -47,7 +47,8 @@ pub struct RedisConfig {
     /// After three calls in a row found Redis unavailable, calls fail at
     /// once for this long (default 250 ms), then one call probes: a dead
     /// Redis costs requests nothing but their failure policy. 0 turns the
-    /// breaker off.
+    /// breaker off; at most one hour. One breaker serves the connection and
+    /// all its clones (every node of a cluster included).
     pub breaker_cooldown_ms: u64,
 }
 

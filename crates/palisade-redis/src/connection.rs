@@ -21,19 +21,25 @@ use crate::error::RedisError;
 /// every layer and every request uses the same few sockets. A dropped
 /// connection is re-established in the background; calls made meanwhile
 /// fail fast with [`RedisError::Connection`] or [`RedisError::Timeout`],
-/// never hang past the per-call timeout.
+/// never hang past the per-call timeout, and once a few have failed in a
+/// row the connection's breaker answers [`RedisError::RecentlyUnavailable`]
+/// at once (see [`RedisConfig::breaker_cooldown`]).
 #[derive(Clone)]
 pub struct RedisConnection {
     inner: Inner,
     call_timeout: Duration,
     description: std::sync::Arc<str>,
     /// Shared by clones: every user of the connection sees Redis as down
-    /// (and stops waiting on it) together. `None`: turned off.
+    /// (and stops waiting on it) together. One for the whole connection,
+    /// every node of a cluster included. `None`: turned off.
     breaker: Option<std::sync::Arc<Breaker>>,
 }
 
+/// The `redis` crate's connection: what a call's future takes with it (a
+/// clone of the whole connection would also take the breaker's and the
+/// description's reference counts up and down on every call).
 #[derive(Clone)]
-enum Inner {
+pub(crate) enum Inner {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -112,6 +118,11 @@ impl RedisConnection {
         self.call_timeout
     }
 
+    /// The `redis` crate's connection, for a call's future to own.
+    pub(crate) fn raw(&self) -> Inner {
+        self.inner.clone()
+    }
+
     /// Whether this is a cluster connection.
     pub fn is_cluster(&self) -> bool {
         matches!(self.inner, Inner::Cluster(_))
@@ -119,7 +130,7 @@ impl RedisConnection {
 
     /// Runs a command within the per-call timeout.
     pub async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, RedisError> {
-        let mut connection = self.clone();
+        let mut connection = self.inner.clone();
         self.within_timeout(async move { command.query_async(&mut connection).await })
             .await
     }
@@ -130,7 +141,7 @@ impl RedisConnection {
         &self,
         pipeline: &Pipeline,
     ) -> Result<T, RedisError> {
-        let mut connection = self.clone();
+        let mut connection = self.inner.clone();
         self.within_timeout(async move { pipeline.query_async(&mut connection).await })
             .await
     }
@@ -148,8 +159,9 @@ impl RedisConnection {
     }
 
     /// Whether the connection's breaker is open: calls found Redis
-    /// unavailable just now and fail at once with
-    /// [`RedisError::RecentlyUnavailable`] until its cooldown ends.
+    /// unavailable and fail at once with [`RedisError::RecentlyUnavailable`].
+    /// It stays open past its cooldown until a probing call succeeds (with
+    /// no calls, it stays open).
     pub fn is_breaker_open(&self) -> bool {
         self.breaker.as_deref().is_some_and(Breaker::is_open)
     }
@@ -186,7 +198,26 @@ impl RedisConnection {
 /// request path).
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match &mut self.inner {
+        self.inner.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.inner.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+impl ConnectionLike for Inner {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
             Inner::Standalone(c) => c.req_packed_command(cmd),
             Inner::Cluster(c) => c.req_packed_command(cmd),
         }
@@ -198,14 +229,14 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match &mut self.inner {
+        match self {
             Inner::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
-        match &self.inner {
+        match self {
             Inner::Standalone(c) => c.get_db(),
             Inner::Cluster(c) => c.get_db(),
         }
@@ -216,6 +247,9 @@ fn breaker(config: &RedisConfig) -> Option<std::sync::Arc<Breaker>> {
     let cooldown = config.breaker_cooldown_duration();
     (!cooldown.is_zero()).then(|| std::sync::Arc::new(Breaker::new(cooldown)))
 }
+
+/// The longest breaker cooldown accepted: one hour.
+const MAX_BREAKER_COOLDOWN_MS: u64 = 3_600_000;
 
 fn validate(config: &RedisConfig) -> Result<Duration, RedisError> {
     if config.urls.is_empty() {
@@ -228,6 +262,13 @@ fn validate(config: &RedisConfig) -> Result<Duration, RedisError> {
     }
     if config.call_timeout_ms == 0 || config.connect_timeout_ms == 0 {
         return Err(RedisError::Config("timeouts must be positive".into()));
+    }
+    if config.breaker_cooldown_ms > MAX_BREAKER_COOLDOWN_MS {
+        // Far beyond any useful cooldown, and near the end of the clock a
+        // breaker would never reopen.
+        return Err(RedisError::Config(
+            "breaker_cooldown_ms must be at most one hour".into(),
+        ));
     }
     crate::keys::validate_prefix(&config.key_prefix).map_err(RedisError::Config)?;
     Ok(config.call_timeout_duration())

@@ -47,7 +47,7 @@ impl RedisScript {
         for arg in args {
             invocation.arg(arg);
         }
-        let mut conn = connection.clone();
+        let mut conn = connection.raw();
         connection
             .within_timeout(async move { invocation.invoke_async(&mut conn).await })
             .await

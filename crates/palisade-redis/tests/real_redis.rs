@@ -280,6 +280,12 @@ async fn bad_configuration_is_refused_before_connecting() {
         RedisConnection::connect(&two).await,
         Err(RedisError::Config(_))
     ));
+    let endless = RedisConfig::standalone("redis://127.0.0.1:1")
+        .breaker_cooldown(Duration::from_secs(2 * 3_600));
+    assert!(matches!(
+        RedisConnection::connect(&endless).await,
+        Err(RedisError::Config(_))
+    ));
 }
 
 #[tokio::test]
