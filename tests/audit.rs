@@ -97,3 +97,63 @@ async fn refusal_emits_one_audit_event_without_secrets() {
         "a secret reached the log: {output}"
     );
 }
+
+#[tokio::test]
+async fn a_rate_limit_refusal_names_the_policy_that_refused() {
+    use palisade::core::key::KeyFn;
+    use palisade::ratelimit::{Quota, RateLimitLayer, RateLimitPolicy};
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let layer = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, Quota::per_hour(1))
+                .build()
+                .expect("policy"),
+        )
+        .build()
+        .expect("layer");
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(|_request: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        }));
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let mut request = Request::get("/api/scans")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        request
+            .extensions_mut()
+            .insert(PeerAddr(SocketAddr::from(([192, 0, 2, 34], 4000))));
+        let response = service.clone().oneshot(request).await.expect("infallible");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 429]);
+
+    let output = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+    let events: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("palisade::audit"))
+        .collect();
+    assert_eq!(events.len(), 1, "{output}");
+    for expected in [
+        "layer=\"ratelimit\"",
+        "kind=\"rate_limited\"",
+        "policy=\"per_ip\"",
+        "client_ip=192.0.2.34",
+    ] {
+        assert!(
+            events[0].contains(expected),
+            "missing {expected} in {}",
+            events[0]
+        );
+    }
+}

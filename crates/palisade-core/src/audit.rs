@@ -1,7 +1,8 @@
 //! Audit events: one `tracing` event, target `palisade::audit`, for every
 //! decision that refuses a request or changes a layer's state.
 //!
-//! An event names the layer, the decision, a fixed reason, the client
+//! An event names the layer, the decision, a fixed reason, the policy that
+//! decided (a configured name) when there is one, the client
 //! address, the principal (subject, tenant, how it authenticated) and the
 //! route. The reason is a `&'static str` and the route is the route
 //! template when known (else the path with long opaque segments masked,
@@ -54,6 +55,7 @@ pub struct AuditEvent<'a> {
     principal: Option<&'a Principal>,
     route: Option<Cow<'a, str>>,
     method: Option<&'a Method>,
+    policy: Option<&'a str>,
 }
 
 impl<'a> AuditEvent<'a> {
@@ -66,6 +68,7 @@ impl<'a> AuditEvent<'a> {
             principal: None,
             route: None,
             method: None,
+            policy: None,
         }
     }
 
@@ -116,6 +119,13 @@ impl<'a> AuditEvent<'a> {
         self
     }
 
+    /// The policy that decided (a rate limit's, an authorization rule's):
+    /// a name from the layer's configuration, never request data.
+    pub fn policy(mut self, name: &'a str) -> Self {
+        self.policy = Some(name);
+        self
+    }
+
     /// Writes the event: WARN for refusals, INFO otherwise.
     pub fn emit(self) {
         let client_ip = self.client_ip.map(tracing::field::display);
@@ -124,6 +134,7 @@ impl<'a> AuditEvent<'a> {
         let auth_method = self.principal.map(|p| p.method().as_str());
         let method = self.method.map(Method::as_str);
         let route = self.route.as_deref();
+        let policy = self.policy;
         match self.decision {
             Decision::Refused(kind) => tracing::warn!(
                 target: TARGET,
@@ -138,6 +149,7 @@ impl<'a> AuditEvent<'a> {
                 auth_method,
                 method,
                 route,
+                policy,
             ),
             other => tracing::info!(
                 target: TARGET,
@@ -150,6 +162,7 @@ impl<'a> AuditEvent<'a> {
                 auth_method,
                 method,
                 route,
+                policy,
             ),
         }
     }

@@ -1,5 +1,7 @@
-//! Rate limits from configuration files (feature `serde`): TOML, YAML, JSON
-//! or environment, as users of gateway rate limiting expect.
+//! Rate limits from configuration (feature `serde`): TOML, YAML or JSON
+//! files, or any other serde source (environment variables through a serde
+//! environment reader), as users of gateway rate limiting expect. Unknown
+//! fields, paths that could never match and unknown methods are refused.
 //!
 //! ```
 //! use palisade_ratelimit::config::RateLimitConfig;
@@ -179,10 +181,15 @@ pub enum TierByConfig {
     /// `"role"`.
     Named(String),
     /// `{ claim = "plan" }`.
-    Claim {
-        /// The claim.
-        claim: String,
-    },
+    Claim(ClaimConfig),
+}
+
+/// `{ claim = "plan" }`: the tier is this claim of the principal.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimConfig {
+    /// The claim.
+    pub claim: String,
 }
 
 /// A tier's limit.
@@ -261,7 +268,7 @@ impl PolicyConfig {
                             format!("unknown `{other}`: use \"role\" or {{ claim = \"...\" }}"),
                         ));
                     }
-                    TierByConfig::Claim { claim } => TierBy::Claim(claim.clone()),
+                    TierByConfig::Claim(ClaimConfig { claim }) => TierBy::Claim(claim.clone()),
                 };
                 let limits = tiers
                     .limits
@@ -316,12 +323,24 @@ impl PolicyConfig {
             .shadow(self.shadow)
             .enforce_percent(self.enforce_percent);
         for path in &self.exempt_paths {
+            // A path that could never match is a mistake, not a no-op: it
+            // starts with `/`, and `*` only ends it (`/static/*`).
+            let pattern = path.strip_suffix('*').unwrap_or(path);
+            if !path.starts_with('/') || pattern.contains('*') {
+                return Err(ConfigError::invalid(
+                    "exempt_paths",
+                    format!("`{path}` is not a path (`/health`) or a prefix (`/static/*`)"),
+                ));
+            }
             builder = builder.exempt_path(path.clone());
         }
         for method in &self.exempt_methods {
-            let method = Method::from_bytes(method.as_bytes()).map_err(|_| {
-                ConfigError::invalid("exempt_methods", format!("`{method}` is not a method"))
-            })?;
+            // Written as users write them (`options`), matched as requests
+            // carry them (`OPTIONS`).
+            let method =
+                Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                    ConfigError::invalid("exempt_methods", format!("`{method}` is not a method"))
+                })?;
             builder = builder.exempt_method(method);
         }
         for network in &self.exempt_networks {
@@ -366,5 +385,41 @@ mod tests {
         assert!(parse("[[policies]]\nname = \"a\"\nkey = \"nope\"\nquota = { count = 1, per = \"second\" }").is_err());
         assert!(parse("[[policies]]\nname = \"a\"\nkey = { header = \"authorization\" }\nquota = { count = 1, per = \"second\" }").is_err());
         assert!(parse("unknown = 1\npolicies = []").is_err());
+        // Paths that could never match are refused, not ignored.
+        let policy =
+            "[[policies]]\nname = \"a\"\nkey = \"ip\"\nquota = { count = 1, per = \"second\" }\n";
+        for paths in [r#"["health"]"#, r#"["/a/*/b"]"#, r#"["*"]"#] {
+            let config =
+                parse(&format!("{policy}exempt_paths = {paths}")).unwrap_or_else(|e| panic!("{e}"));
+            assert!(config.build().is_err(), "{paths}");
+        }
+        // A typo inside a tier's claim is refused too.
+        assert!(parse(&format!("{policy}tiers = {{ by = {{ claim = \"plan\", claims = \"x\" }}, default = \"free\", limits = {{ free = \"unlimited\" }} }}")).is_err());
+    }
+
+    #[test]
+    fn exempt_methods_match_however_they_are_written() {
+        let config: RateLimitConfig = toml::from_str(
+            "[[policies]]\nname = \"a\"\nkey = \"global\"\nquota = { count = 1, per = \"hour\" }\nexempt_methods = [\"options\"]\nexempt_paths = [\"/health\", \"/static/*\"]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let policy = config.policies[0].build().unwrap_or_else(|e| panic!("{e}"));
+        let head = |method: Method, path: &str| {
+            http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .unwrap_or_default()
+        };
+        for (method, path, exempt) in [
+            (Method::OPTIONS, "/api", true),
+            (Method::GET, "/health", true),
+            (Method::GET, "/static/app.js", true),
+            (Method::GET, "/api", false),
+        ] {
+            let request = head(method.clone(), path);
+            let head = palisade_core::guard::RequestHead::of(&request);
+            assert_eq!(policy.is_exempt(&head), exempt, "{method} {path}");
+        }
     }
 }

@@ -268,6 +268,9 @@ struct Plan {
     parts: SmallVec<[Part; 2]>,
     /// Redis key names, only for the Redis store.
     keys: SmallVec<[String; 2]>,
+    /// Decided and charged by the Redis store's local fallback, so given
+    /// back there too.
+    charged_locally: bool,
 }
 
 /// What the store said.
@@ -340,7 +343,6 @@ impl Shared {
             quota,
             cost: policy.weight.cost(head),
             enforced,
-            charge_now: true,
             decision: None,
         };
         Some((
@@ -425,13 +427,16 @@ impl Shared {
         if plan.checks.iter().any(|c| {
             c.enforced && c.cost > c.quota.burst_size() && c.decision.is_some_and(|d| !d.allowed)
         }) {
-            AuditEvent::refused(
+            let mut event = AuditEvent::refused(
                 LAYER,
                 RejectionKind::PayloadTooLarge,
                 "request costs more than a burst",
             )
-            .request(request)
-            .emit();
+            .request(request);
+            if let Some((name, _)) = violated().next() {
+                event = event.policy(name);
+            }
+            event.emit();
             return Rejection::payload_too_large()
                 .with_detail("This request costs more than the rate limit allows at once.")
                 .with_extension("violated_policies", serde_json::Value::Array(names));
@@ -451,9 +456,14 @@ impl Shared {
             .filter_map(|(check, part)| self.report(check, part))
             .collect();
         headers::write_fields(&reports, self.headers.legacy, rejection.headers_mut());
-        AuditEvent::refused(LAYER, RejectionKind::RateLimited, "rate limit exhausted")
-            .request(request)
-            .emit();
+        let mut event =
+            AuditEvent::refused(LAYER, RejectionKind::RateLimited, "rate limit exhausted")
+                .request(request);
+        // The first policy that refused (the body lists them all).
+        if let Some((name, _)) = violated().next() {
+            event = event.policy(name);
+        }
+        event.emit();
         rejection
     }
 
@@ -496,20 +506,28 @@ impl Shared {
         Some(owed)
     }
 
-    /// The response-dependent charges of an allowed request.
+    /// The response-dependent charges of an allowed request: only checks
+    /// that were charged (a refused shadow check, or one the store left
+    /// undecided, has nothing to give back), to be given back where they
+    /// were charged.
     fn deferred(&self, plan: &Plan) -> Option<Box<Deferred>> {
         let mut checks: SmallVec<[(Check, ChargePredicate, Option<String>); 2]> = SmallVec::new();
         for (i, (check, part)) in plan.checks.iter().zip(&plan.parts).enumerate() {
-            if let Some(predicate) = &self.policies[part.policy].policy.charge_when {
+            if let Some(predicate) = &self.policies[part.policy].policy.charge_when
+                && check.decision.is_some_and(|d| d.allowed)
+            {
                 checks.push((*check, Arc::clone(predicate), plan.keys.get(i).cloned()));
             }
         }
-        (!checks.is_empty()).then(|| {
-            Box::new(Deferred {
-                backend: self.backend.clone(),
-                checks,
-            })
-        })
+        if checks.is_empty() {
+            return None;
+        }
+        let backend = match &self.backend {
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) if plan.charged_locally => Backend::Memory(store.local().clone()),
+            backend => backend.clone(),
+        };
+        Some(Box::new(Deferred { backend, checks }))
     }
 }
 
@@ -542,6 +560,7 @@ where
             checks: SmallVec::new(),
             parts: SmallVec::new(),
             keys: SmallVec::new(),
+            charged_locally: false,
         };
         shared.plan(&request, &mut plan);
         if plan.checks.is_empty() {
@@ -571,6 +590,10 @@ where
                 ResponseFuture::boxed(Box::pin(async move {
                     let verdict = match store.decide(&mut plan.checks, &plan.keys).await {
                         crate::redis_store::RedisOutcome::Decided(passes) => {
+                            Verdict::Decided(passes)
+                        }
+                        crate::redis_store::RedisOutcome::DecidedLocally(passes) => {
+                            plan.charged_locally = true;
                             Verdict::Decided(passes)
                         }
                         crate::redis_store::RedisOutcome::FailOpen => Verdict::FailOpen,
@@ -626,6 +649,7 @@ where
         checks: SmallVec::new(),
         parts: SmallVec::new(),
         keys: SmallVec::new(),
+        charged_locally: false,
     };
     plan.checks.push(check);
     plan.parts.push(part);

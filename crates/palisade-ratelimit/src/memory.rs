@@ -20,11 +20,6 @@ pub(crate) struct Check {
     /// Refusals of this check refuse the request (false: shadow, or not
     /// enforced for this request).
     pub(crate) enforced: bool,
-    /// Charged by this call when it fits (false only for the first,
-    /// deciding round on a Redis Cluster). Response-dependent checks are
-    /// charged too, and given back after the response if it does not match.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) charge_now: bool,
     pub(crate) decision: Option<Decision>,
 }
 
@@ -232,11 +227,23 @@ impl MemoryStore {
 
     /// Decides one check, [`decide`](Self::decide) for a single policy: one
     /// shard, one lock, no transaction to set up.
+    ///
+    /// A full store refuses only an enforced check: one that refuses
+    /// nothing (shadow, or not enforced for this request) goes undecided
+    /// instead, so it can never make a request fail.
     #[inline]
     pub(crate) fn decide_one(&self, check: &mut Check) -> Result<bool, StoreFull> {
-        let decision = self.check_at(check.hash, &check.quota, check.cost, self.clock.now())?;
-        check.decision = Some(decision);
-        Ok(decision.allowed || !check.enforced)
+        match self.check_at(check.hash, &check.quota, check.cost, self.clock.now()) {
+            Ok(decision) => {
+                check.decision = Some(decision);
+                Ok(decision.allowed || !check.enforced)
+            }
+            Err(full) if check.enforced => Err(full),
+            Err(_) => {
+                check.decision = None;
+                Ok(true)
+            }
+        }
     }
 
     /// Decides every check together: the request passes only if every
@@ -272,8 +279,21 @@ impl MemoryStore {
                 // would let a burst of parallel requests all pass.
                 tx.set_all(checks.iter().enumerate().filter_map(|(i, check)| {
                     let decision = check.decision?;
-                    decision.allowed.then_some((i, Nanos(decision.tat)))
+                    (decision.allowed && check.enforced).then_some((i, Nanos(decision.tat)))
                 }))?;
+                // Checks that refuse nothing are charged where there is
+                // room; a full store leaves them undecided, never refuses
+                // the request for them (new keys of a shadow policy must
+                // not crowd out enforced ones into 503s).
+                for (i, check) in checks.iter_mut().enumerate() {
+                    if let Some(decision) = check.decision
+                        && decision.allowed
+                        && !check.enforced
+                        && tx.set(i, Nanos(decision.tat)).is_err()
+                    {
+                        check.decision = None;
+                    }
+                }
             }
             Ok(passes)
         })
@@ -292,6 +312,66 @@ impl MemoryStore {
             Nanos(now),
             || Nanos(now),
             |tat| *tat = Nanos(tat.as_u64().saturating_sub(increment).max(now)),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_core::clock::ManualClock;
+
+    use super::*;
+
+    fn check(store: &MemoryStore, key: u32, enforced: bool) -> Check {
+        Check {
+            hash: store.hash("p", &key.to_be_bytes()),
+            quota: Quota::per_hour(10),
+            cost: 1,
+            enforced,
+            decision: None,
+        }
+    }
+
+    #[test]
+    fn a_full_store_refuses_enforced_checks_only() {
+        let store = MemoryStore::builder()
+            .capacity(64)
+            .clock(ManualClock::new())
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Live keys (an hour from idle) until every shard is full.
+        let held: Vec<u32> = (0..10_000u32)
+            .filter(|&key| store.decide_one(&mut check(&store, key, true)).is_ok())
+            .collect();
+        assert!(held.len() <= 64, "the cap holds: {}", held.len());
+        let new = 1_000_000;
+        assert_eq!(
+            store.decide_one(&mut check(&store, new, true)),
+            Err(StoreFull),
+            "an enforced new key is refused"
+        );
+
+        // A shadow (or not enforced) new key goes undecided; the request
+        // passes, alone or beside an enforced key that has room.
+        let mut shadow = check(&store, new, false);
+        assert_eq!(store.decide_one(&mut shadow), Ok(true));
+        assert_eq!(shadow.decision, None);
+        let mut both = [check(&store, held[0], true), check(&store, new, false)];
+        assert_eq!(store.decide(&mut both), Ok(true));
+        assert!(
+            both[0]
+                .decision
+                .is_some_and(|d| d.allowed && d.remaining() == 8)
+        );
+        assert_eq!(both[1].decision, None);
+        // An enforced new key beside it still refuses the request whole.
+        let mut both = [check(&store, held[0], true), check(&store, new, true)];
+        assert_eq!(store.decide(&mut both), Err(StoreFull));
+        let mut again = check(&store, held[0], true);
+        assert_eq!(store.decide_one(&mut again), Ok(true));
+        assert!(
+            again.decision.is_some_and(|d| d.remaining() == 7),
+            "nothing was charged by the refused request"
         );
     }
 }

@@ -627,3 +627,48 @@ async fn one_policy_exempts_skips_shares_and_refuses_when_the_store_is_full() {
     assert_eq!(json(&overloaded)["type"], "urn:palisade:problem:overloaded");
     assert!(overloaded.headers().contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn a_partly_enforced_policy_refuses_about_its_share_of_requests_over_the_limit() {
+    let (_clock, store) = manual_store();
+    let policy = |percent| {
+        RateLimitPolicy::builder("rollout", KeyFn::Global, Quota::per_hour(1))
+            .enforce_percent(percent)
+            .build()
+            .unwrap()
+    };
+    let mut refused_by_percent = Vec::new();
+    for percent in [0, 25, 100] {
+        let layer = RateLimitLayer::builder()
+            .policy(policy(percent))
+            .store(store.clone())
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/api", get(|| async { "ok" }))
+            .layer(layer);
+        let addr = serve(app).await;
+        let mut refused = 0;
+        for _ in 0..200 {
+            match send(addr, "GET", "/api", &[]).await.status() {
+                StatusCode::OK => {}
+                StatusCode::TOO_MANY_REQUESTS => refused += 1,
+                other => panic!("unexpected {other}"),
+            }
+        }
+        refused_by_percent.push(refused);
+    }
+    // The first layer's first request took the hour's one place; every
+    // later request is over the limit and refused with the policy's
+    // probability (25%: 50 expected of 200; outside 15..=100 has a chance
+    // below one in a billion).
+    assert_eq!(refused_by_percent[0], 0, "0%: a policy that only reports");
+    assert!(
+        (15..=100).contains(&refused_by_percent[1]),
+        "25%: {refused_by_percent:?}"
+    );
+    assert_eq!(
+        refused_by_percent[2], 200,
+        "100%: every request over the limit"
+    );
+}

@@ -77,12 +77,20 @@ async fn layer(
     failure: FailurePolicy,
     time: TimeSource,
 ) -> RateLimitLayer {
+    layer_on(store(config, failure, time), quota)
+}
+
+fn store(config: &RedisConfig, failure: FailurePolicy, time: TimeSource) -> RedisStore {
     let connection = RedisConnection::connect_lazy(config).expect("connection");
-    let store = RedisStore::builder(connection)
+    RedisStore::builder(connection)
         .on_failure(failure)
         .time_source(time)
         .build()
-        .expect("store");
+        .expect("store")
+}
+
+/// One per-client-address policy on `store`.
+fn layer_on(store: RedisStore, quota: Quota) -> RateLimitLayer {
     RateLimitLayer::builder()
         .policy(
             RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, quota)
@@ -187,44 +195,62 @@ async fn a_cluster_started_by_the_test_enforces_the_limit() {
                 .build()
                 .unwrap(),
         )
-        .redis_store(store)
+        .redis_store(store.clone())
         .build()
         .unwrap();
     let addr = serve(double).await;
     let mut admitted = 0;
-    let mut first_refusal = None;
+    let mut refusals = Vec::new();
     for _ in 0..10 {
         let (code, headers) = status(addr).await;
         if code == StatusCode::OK {
             admitted += 1;
-        } else if first_refusal.is_none() {
-            first_refusal = Some(headers);
+        } else {
+            refusals.push(headers);
         }
     }
     assert_eq!(admitted, 3);
-    let refusal = first_refusal.expect("refused");
-    let state = refusal["ratelimit"].to_str().unwrap();
+    assert_eq!(refusals.len(), 7);
+    // Each key is charged in the same round it is decided in, and a
+    // refused request's charges are given back: it reports the loose policy
+    // as it stands (later refusals come from the local cache of refused
+    // keys, which asks no other policy).
+    let state = refusals[0]["ratelimit"].to_str().unwrap();
     assert!(state.contains("\"tight\";r=0"), "{state}");
     assert!(
         state.contains("\"loose\";r=97"),
-        "a refused request charges nothing: {state}"
+        "a refused request keeps no charge: {state}"
     );
+    for refusal in &refusals {
+        let state = refusal["ratelimit"].to_str().unwrap();
+        assert!(
+            !state.contains("\"loose\";r=") || state.contains("\"loose\";r=97"),
+            "{state}"
+        );
+    }
+    // Seven refusals later the loose key holds only the three admitted
+    // requests: the next one leaves 96.
+    let loose = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder("loose", KeyFn::Global, Quota::per_hour(100))
+                .build()
+                .unwrap(),
+        )
+        .redis_store(store)
+        .build()
+        .unwrap();
+    let (code, headers) = status(serve(loose).await).await;
+    assert_eq!(code, StatusCode::OK);
+    let state = headers["ratelimit"].to_str().unwrap();
+    assert!(state.starts_with("\"loose\";r=96;t="), "{state}");
 }
 
 #[tokio::test]
 async fn a_killed_redis_applies_the_failure_policy_without_hanging_and_recovery_follows() {
     let mut server = RedisServer::start().expect("redis-server");
     let config = RedisConfig::standalone(server.url()).call_timeout(Duration::from_millis(50));
-    let closed = serve(
-        layer(
-            &config,
-            Quota::per_hour(1_000),
-            FailurePolicy::FailClosed,
-            TimeSource::Redis,
-        )
-        .await,
-    )
-    .await;
+    let closed_store = store(&config, FailurePolicy::FailClosed, TimeSource::Redis);
+    let closed = serve(layer_on(closed_store.clone(), Quota::per_hour(1_000))).await;
     let open = serve(
         layer(
             &config,
@@ -235,18 +261,14 @@ async fn a_killed_redis_applies_the_failure_policy_without_hanging_and_recovery_
         .await,
     )
     .await;
-    let local = serve(
-        layer(
-            &config,
-            Quota::per_hour(40),
-            FailurePolicy::LocalFallback {
-                instances: NonZeroU32::new(4).unwrap(),
-            },
-            TimeSource::Redis,
-        )
-        .await,
-    )
-    .await;
+    let local_store = store(
+        &config,
+        FailurePolicy::LocalFallback {
+            instances: NonZeroU32::new(4).unwrap(),
+        },
+        TimeSource::Redis,
+    );
+    let local = serve(layer_on(local_store.clone(), Quota::per_hour(40))).await;
     assert_eq!(status(closed).await.0, StatusCode::OK);
     assert_eq!(status(local).await.0, StatusCode::OK);
 
@@ -288,6 +310,10 @@ async fn a_killed_redis_applies_the_failure_policy_without_hanging_and_recovery_
         }
     }
     assert_eq!(local_admitted, 10);
+    // Every fallback decision is counted: (let through, refused, local).
+    let (_, refused, _) = closed_store.fallback_counts();
+    assert!(refused >= 5, "{:?}", closed_store.fallback_counts());
+    assert_eq!(local_store.fallback_counts(), (0, 0, 30));
 
     // Back: the same layers recover on their own.
     server.restart().expect("restart");

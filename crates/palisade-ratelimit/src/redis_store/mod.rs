@@ -122,8 +122,10 @@ impl RedisStoreBuilder {
 
 /// The outcome of asking the Redis store.
 pub(crate) enum RedisOutcome {
-    /// Decided (by Redis, the negative cache or the local fallback).
+    /// Decided by Redis or the negative cache.
     Decided(bool),
+    /// Redis failed and the local fallback decided (and charged locally).
+    DecidedLocally(bool),
     /// Redis failed and the policy says let it through.
     FailOpen,
     /// Redis failed and the policy says refuse.
@@ -158,7 +160,6 @@ impl RedisStore {
             quota: *quota,
             cost,
             enforced: true,
-            charge_now: true,
             decision: None,
         }];
         let name = self.key_name(&crate::policy::redis_namespace(namespace), key);
@@ -182,6 +183,12 @@ impl RedisStore {
 
     pub(crate) fn prefix_hasher(&self, policy: &str) -> std::hash::DefaultHasher {
         self.inner.local.prefix_hasher(policy)
+    }
+
+    /// The local fallback's store (its keys are hashed as the layer hashes
+    /// them: [`prefix_hasher`](Self::prefix_hasher)).
+    pub(crate) fn local(&self) -> &MemoryStore {
+        &self.inner.local
     }
 
     /// Decides every check together in one script call.
@@ -259,10 +266,13 @@ impl RedisStore {
                     .collect();
                 match inner.local.decide(&mut local) {
                     Ok(passes) => {
+                        // Reported, and given back when a response does
+                        // not match, against the quota that was applied.
                         for (check, local) in checks.iter_mut().zip(local) {
                             check.decision = local.decision;
+                            check.quota = local.quota;
                         }
-                        RedisOutcome::Decided(passes)
+                        RedisOutcome::DecidedLocally(passes)
                     }
                     Err(_) => RedisOutcome::FailClosed,
                 }
@@ -281,66 +291,64 @@ impl RedisStore {
     }
 
     /// On a Cluster, the keys of one request's policies live in different
-    /// slots, which one script cannot touch. Every key is decided in one
-    /// concurrent round (the cluster connection pipelines per node), and the
-    /// request is charged in a second round only if all of them had room.
-    /// Each key stays exact; between the two rounds another instance may
-    /// fill a key, which can admit one request over that limit.
+    /// slots, which one script cannot take together. Each key is decided,
+    /// and charged when it fits, by its own script, all in one concurrent
+    /// round (the cluster connection pipelines per node): an allowed request
+    /// costs one round trip per node. When the request does not pass, or a
+    /// node failed, what this request was charged is given back in a second
+    /// round. Until then its charges hold room that another request may be
+    /// refused for: the safe side. No request is ever admitted over a limit.
     async fn call_across_slots(
         &self,
         checks: &mut [Check],
         keys: &[String],
     ) -> Result<bool, RedisError> {
-        let mut peeks: smallvec::SmallVec<[[Check; 1]; 4]> = checks
-            .iter()
-            .map(|c| {
-                [Check {
-                    charge_now: false,
-                    ..*c
-                }]
-            })
-            .collect();
+        let mut each: smallvec::SmallVec<[[Check; 1]; 4]> = checks.iter().map(|c| [*c]).collect();
         let results = futures_util::future::join_all(
-            peeks
-                .iter_mut()
+            each.iter_mut()
                 .zip(keys)
                 .map(|(check, key)| self.call_one_slot(check, std::slice::from_ref(key))),
         )
         .await;
         let mut passes = true;
-        for ((check, peek), result) in checks.iter_mut().zip(&peeks).zip(results) {
-            result?;
-            check.decision = peek[0].decision;
-            passes &= check.decision.is_some_and(|d| d.allowed) || !check.enforced;
-        }
-        if passes {
-            let mut charges: smallvec::SmallVec<[(usize, [Check; 1]); 4]> = checks
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.decision.is_some_and(|d| d.allowed))
-                .map(|(i, c)| {
-                    (
-                        i,
-                        [Check {
-                            enforced: false,
-                            ..*c
-                        }],
-                    )
-                })
-                .collect();
-            let results = futures_util::future::join_all(
-                charges
-                    .iter_mut()
-                    .map(|(i, check)| self.call_one_slot(check, std::slice::from_ref(&keys[*i]))),
-            )
-            .await;
-            for ((i, charged), result) in charges.iter().zip(results) {
-                if result.is_ok() {
-                    checks[*i].decision = charged[0].decision;
+        let mut failure = None;
+        for ((check, one), result) in checks.iter_mut().zip(&each).zip(results) {
+            match result {
+                Ok(_) => {
+                    check.decision = one[0].decision;
+                    passes &= check.decision.is_some_and(|d| d.allowed) || !check.enforced;
+                }
+                Err(error) => {
+                    check.decision = None;
+                    failure.get_or_insert(error);
                 }
             }
         }
-        Ok(passes)
+        if failure.is_some() || !passes {
+            let charged = checks
+                .iter_mut()
+                .zip(keys)
+                .filter(|(check, _)| check.decision.is_some_and(|d| d.allowed));
+            let mut refunds = Vec::new();
+            for (check, key) in charged {
+                refunds.push(self.refund(*check, key.clone()));
+                // Reported as the key stands without this request, as a
+                // single script reports a request it does not charge.
+                if let Some(decision) = check.decision.as_mut() {
+                    let charge = check
+                        .quota
+                        .emission_ns()
+                        .saturating_mul(u64::from(check.cost));
+                    decision.headroom_ns = decision.headroom_ns.saturating_add(charge);
+                    decision.reset_ns = decision.reset_ns.saturating_sub(charge);
+                }
+            }
+            futures_util::future::join_all(refunds).await;
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(passes),
+        }
     }
 
     async fn call_one_slot(
@@ -350,7 +358,7 @@ impl RedisStore {
     ) -> Result<bool, RedisError> {
         let inner = &*self.inner;
         let now_arg = self.now_arg();
-        let mut args: Vec<String> = Vec::with_capacity(1 + checks.len() * 5);
+        let mut args: Vec<String> = Vec::with_capacity(1 + checks.len() * 4);
         args.push(now_arg);
         for check in checks.iter() {
             // Microsecond resolution in Redis: at most a million per second per key.
@@ -359,7 +367,6 @@ impl RedisStore {
             args.push(check.quota.burst_size().to_string());
             args.push(check.cost.to_string());
             args.push(if check.enforced { "1" } else { "0" }.to_owned());
-            args.push(if check.charge_now { "1" } else { "0" }.to_owned());
         }
         let key_refs: smallvec::SmallVec<[&str; 4]> = keys.iter().map(String::as_str).collect();
         let reply: Vec<i64> = inner

@@ -27,8 +27,8 @@ end
 /// would not).
 ///
 /// KEYS: one per check. ARGV[1]: now in µs, or "" to read Redis `TIME`;
-/// then five per check: emission µs, burst, cost, enforced (0/1), charge
-/// now (0/1). Returns {passes, then per check: allowed, remaining, reset µs,
+/// then four per check: emission µs, burst, cost, enforced (0/1). Every
+/// check that fits is charged when the request passes. Returns {passes, then per check: allowed, remaining, reset µs,
 /// retry-after µs}.
 pub(super) const GCRA_SCRIPT: &str = with_now!(
     r"
@@ -36,7 +36,7 @@ local n = #KEYS
 local tats, news, allowed = {}, {}, {}
 local passes = 1
 for i = 1, n do
-  local base = 1 + (i - 1) * 5
+  local base = 1 + (i - 1) * 4
   local emission = tonumber(ARGV[base + 1])
   local burst = tonumber(ARGV[base + 2])
   local cost = tonumber(ARGV[base + 3])
@@ -50,19 +50,16 @@ for i = 1, n do
 end
 local out = {passes}
 for i = 1, n do
-  local base = 1 + (i - 1) * 5
+  local base = 1 + (i - 1) * 4
   local emission = tonumber(ARGV[base + 1])
   local burst = tonumber(ARGV[base + 2])
   local cost = tonumber(ARGV[base + 3])
-  local charge = ARGV[base + 5] == '1'
   local tolerance = emission * burst
   local level = tats[i]
   local retry = 0
   if allowed[i] and passes == 1 then
-    if charge then
-      redis.call('SET', KEYS[i], news[i], 'PX', math.ceil((news[i] - now) / 1000) + 1)
-      level = news[i]
-    end
+    redis.call('SET', KEYS[i], news[i], 'PX', math.ceil((news[i] - now) / 1000) + 1)
+    level = news[i]
   elseif not allowed[i] then
     if emission * cost > tolerance then
       retry = (tats[i] - now) + emission * burst
