@@ -88,6 +88,9 @@ pub struct PolicyConfig {
     /// Exempt client networks (CIDRs).
     #[serde(default)]
     pub exempt_networks: Vec<String>,
+    /// Exempt principals, by subject (as authenticated before this layer).
+    #[serde(default)]
+    pub exempt_subjects: Vec<String>,
     /// Decide and report, never refuse.
     #[serde(default)]
     pub shadow: bool,
@@ -346,6 +349,9 @@ impl PolicyConfig {
         for network in &self.exempt_networks {
             builder = builder.exempt_network(network)?;
         }
+        for subject in &self.exempt_subjects {
+            builder = builder.exempt_subject(subject.clone());
+        }
         if !self.charge_statuses.is_empty() {
             let statuses = self
                 .charge_statuses
@@ -400,7 +406,7 @@ mod tests {
     #[test]
     fn exempt_methods_match_however_they_are_written() {
         let config: RateLimitConfig = toml::from_str(
-            "[[policies]]\nname = \"a\"\nkey = \"global\"\nquota = { count = 1, per = \"hour\" }\nexempt_methods = [\"options\"]\nexempt_paths = [\"/health\", \"/static/*\"]",
+            "[[policies]]\nname = \"a\"\nkey = \"global\"\nquota = { count = 1, per = \"hour\" }\nexempt_methods = [\"options\"]\nexempt_paths = [\"/health\", \"/static/*\"]\nexempt_subjects = [\"svc-backup\"]",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let policy = config.policies[0].build().unwrap_or_else(|e| panic!("{e}"));
@@ -420,6 +426,15 @@ mod tests {
             let request = head(method.clone(), path);
             let head = palisade_core::guard::RequestHead::of(&request);
             assert_eq!(policy.is_exempt(&head), exempt, "{method} {path}");
+        }
+        // A principal placed by authentication, by subject.
+        for (subject, exempt) in [("svc-backup", true), ("svc-backup2", false)] {
+            let mut request = head(Method::GET, "/api");
+            request
+                .extensions_mut()
+                .insert(palisade_core::principal::Principal::builder(subject).build());
+            let head = palisade_core::guard::RequestHead::of(&request);
+            assert_eq!(policy.is_exempt(&head), exempt, "{subject}");
         }
     }
 }

@@ -62,8 +62,8 @@ pub use memory::{MemoryStore, MemoryStoreBuilder, Namespace};
 #[cfg(feature = "redis")]
 pub use palisade_redis::FailurePolicy;
 pub use policy::{
-    ChargePredicate, MissingKey, RateLimitPolicy, RateLimitPolicyBuilder, TierBy, TierLimit,
-    TierSelector, Tiers, Weight,
+    ChargePredicate, ExemptPredicate, MissingKey, RateLimitPolicy, RateLimitPolicyBuilder, TierBy,
+    TierLimit, TierSelector, Tiers, Weight,
 };
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisStore, RedisStoreBuilder, TimeSource};

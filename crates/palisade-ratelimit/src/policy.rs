@@ -197,6 +197,10 @@ pub enum MissingKey {
     Skip,
 }
 
+/// A function exempting requests by their head; see
+/// [`RateLimitPolicyBuilder::exempt_if`].
+pub type ExemptPredicate = Arc<dyn Fn(&RequestHead<'_>) -> bool + Send + Sync>;
+
 /// One named policy: a key, a quota, and when it applies.
 #[derive(Clone)]
 pub struct RateLimitPolicy {
@@ -207,6 +211,8 @@ pub struct RateLimitPolicy {
     pub(crate) missing_key: MissingKey,
     pub(crate) exempt: Exemptions,
     pub(crate) exempt_networks: Vec<IpNet>,
+    pub(crate) exempt_subjects: Vec<Box<str>>,
+    pub(crate) exempt_if: Option<ExemptPredicate>,
     pub(crate) shadow: bool,
     pub(crate) enforce_percent: u8,
     pub(crate) charge_when: Option<ChargePredicate>,
@@ -240,6 +246,8 @@ impl RateLimitPolicy {
                 missing_key: MissingKey::Shared,
                 exempt: Exemptions::default(),
                 exempt_networks: Vec::new(),
+                exempt_subjects: Vec::new(),
+                exempt_if: None,
                 shadow: false,
                 enforce_percent: 100,
                 charge_when: None,
@@ -267,13 +275,23 @@ impl RateLimitPolicy {
         if !self.exempt_networks.is_empty()
             && let Some(client) = head.client_ip()
             && client.is_resolved()
-        {
-            return self
+            && self
                 .exempt_networks
                 .iter()
-                .any(|net| net.contains(&client.ip()));
+                .any(|net| net.contains(&client.ip()))
+        {
+            return true;
         }
-        false
+        if !self.exempt_subjects.is_empty()
+            && let Some(principal) = head.principal()
+            && self
+                .exempt_subjects
+                .iter()
+                .any(|subject| **subject == *principal.subject())
+        {
+            return true;
+        }
+        self.exempt_if.as_ref().is_some_and(|exempt| exempt(head))
     }
 }
 
@@ -320,6 +338,27 @@ impl RateLimitPolicyBuilder {
             })?;
         self.policy.exempt_networks.push(net);
         Ok(self)
+    }
+
+    /// Exempts an authenticated principal by subject (a service account,
+    /// a monitor): only a principal an authentication layer placed on the
+    /// request before this one counts, never anything the client claims.
+    pub fn exempt_subject(mut self, subject: impl Into<String>) -> Self {
+        self.policy
+            .exempt_subjects
+            .push(subject.into().into_boxed_str());
+        self
+    }
+
+    /// Exempts the requests this function accepts: any other allow-list
+    /// (tenants, API key ids, internal routes), read from the request head
+    /// and the principal on it. Called for every request the policy sees.
+    pub fn exempt_if(
+        mut self,
+        exempt: impl Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.policy.exempt_if = Some(Arc::new(exempt));
+        self
     }
 
     /// Decides and reports, never refuses.

@@ -672,3 +672,50 @@ async fn a_partly_enforced_policy_refuses_about_its_share_of_requests_over_the_l
         "100%: every request over the limit"
     );
 }
+
+#[tokio::test]
+async fn principals_are_exempt_by_subject_or_by_any_function_of_the_request() {
+    use tower::{Layer, ServiceExt};
+
+    let (_clock, store) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .policy(
+            RateLimitPolicy::builder("per_tenant", KeyFn::Global, Quota::per_hour(1))
+                .exempt_subject("svc-backup")
+                .exempt_if(|head| head.principal().and_then(Principal::tenant) == Some("internal"))
+                .build()
+                .unwrap(),
+        )
+        .store(store)
+        .build()
+        .unwrap();
+    let service = layer.layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
+    }));
+    let status = |principal: Option<Principal>| {
+        let service = service.clone();
+        async move {
+            let mut request = Request::get("/api").body(Empty::new()).unwrap();
+            if let Some(principal) = principal {
+                request.extensions_mut().insert(principal);
+            }
+            service.oneshot(request).await.unwrap().status()
+        }
+    };
+    assert_eq!(status(None).await, StatusCode::OK);
+    assert_eq!(status(None).await, StatusCode::TOO_MANY_REQUESTS);
+    for _ in 0..3 {
+        assert_eq!(
+            status(Some(Principal::builder("svc-backup").build())).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(Some(Principal::builder("bob").tenant("internal").build())).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        status(Some(Principal::builder("bob").tenant("acme").build())).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
