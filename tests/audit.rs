@@ -34,8 +34,16 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test]
-async fn refusal_emits_one_audit_event_without_secrets() {
+impl Captured {
+    /// Everything written so far.
+    fn output(&self) -> String {
+        String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8")
+    }
+}
+
+/// Formatted events at INFO and above, written to the returned buffer while
+/// the guard lives.
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -43,7 +51,20 @@ async fn refusal_emits_one_audit_event_without_secrets() {
         .with_max_level(tracing::Level::INFO)
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// The audit events' lines of `output`.
+fn audit_events(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter(|l| l.contains("palisade::audit"))
+        .collect()
+}
+
+#[tokio::test]
+async fn refusal_emits_one_audit_event_without_secrets() {
+    let (captured, _guard) = capture();
 
     let service = ServiceBuilder::new()
         .layer(GuardLayer::new("deny_all", |_: &RequestHead<'_>| {
@@ -70,11 +91,8 @@ async fn refusal_emits_one_audit_event_without_secrets() {
     let response = service.oneshot(request).await.expect("infallible");
     assert_eq!(response.status(), 401);
 
-    let output = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
-    let events: Vec<&str> = output
-        .lines()
-        .filter(|l| l.contains("palisade::audit"))
-        .collect();
+    let output = captured.output();
+    let events = audit_events(&output);
     assert_eq!(events.len(), 1, "{output}");
     let event = events[0];
     for expected in [
@@ -103,14 +121,7 @@ async fn a_rate_limit_refusal_names_the_policy_that_refused() {
     use palisade::core::key::KeyFn;
     use palisade::ratelimit::{Quota, RateLimitLayer, RateLimitPolicy};
 
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture();
 
     let layer = RateLimitLayer::builder()
         .policy(
@@ -138,11 +149,8 @@ async fn a_rate_limit_refusal_names_the_policy_that_refused() {
     }
     assert_eq!(statuses, [200, 429]);
 
-    let output = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
-    let events: Vec<&str> = output
-        .lines()
-        .filter(|l| l.contains("palisade::audit"))
-        .collect();
+    let output = captured.output();
+    let events = audit_events(&output);
     assert_eq!(events.len(), 1, "{output}");
     for expected in [
         "layer=\"ratelimit\"",

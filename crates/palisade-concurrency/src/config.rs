@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 use palisade_core::ConfigError;
+use palisade_core::exempt;
 use palisade_core::key::KeyFn;
 use serde::Deserialize;
 
@@ -212,10 +213,7 @@ pub struct Gradient2Config {
 fn methods(names: &[String], field: &'static str) -> Result<Vec<Method>, ConfigError> {
     names
         .iter()
-        .map(|name| {
-            Method::from_bytes(name.as_bytes())
-                .map_err(|_| ConfigError::invalid(field, format!("`{name}` is not a method")))
-        })
+        .map(|name| exempt::method_from_config(field, name))
         .collect()
 }
 
@@ -230,7 +228,7 @@ impl ConcurrencyLimitConfig {
             builder = builder.queue(queue.max_waiting, Duration::from_millis(queue.max_wait_ms));
         }
         for path in &self.exempt_paths {
-            builder = builder.exempt_path(path.clone());
+            builder = builder.exempt_path(exempt::path_from_config("exempt_paths", path)?);
         }
         for method in methods(&self.exempt_methods, "exempt_methods")? {
             builder = builder.exempt_method(method);
@@ -360,7 +358,7 @@ impl LoadShedConfig {
             };
         }
         for path in &self.exempt_paths {
-            builder = builder.exempt_path(path.clone());
+            builder = builder.exempt_path(exempt::path_from_config("exempt_paths", path)?);
         }
         for method in methods(&self.exempt_methods, "exempt_methods")? {
             builder = builder.exempt_method(method);

@@ -15,6 +15,28 @@
 
 use http::{Method, Uri};
 
+use crate::ConfigError;
+
+/// A method as configuration writes it (`options` or `OPTIONS`), as requests
+/// carry it (`OPTIONS`); `field` names the option in the error.
+pub fn method_from_config(field: &'static str, name: &str) -> Result<Method, ConfigError> {
+    Method::from_bytes(name.to_ascii_uppercase().as_bytes())
+        .map_err(|_| ConfigError::invalid(field, format!("`{name}` is not a method")))
+}
+
+/// An exempt path as configuration writes it, refused when it could never
+/// match: it starts with `/`, and `*` only ends it (`/static/*`).
+pub fn path_from_config<'p>(field: &'static str, path: &'p str) -> Result<&'p str, ConfigError> {
+    let pattern = path.strip_suffix('*').unwrap_or(path);
+    if !path.starts_with('/') || pattern.contains('*') {
+        return Err(ConfigError::invalid(
+            field,
+            format!("`{path}` is not a path (`/health`) or a prefix (`/static/*`)"),
+        ));
+    }
+    Ok(path)
+}
+
 /// Exempt methods and paths, fixed at build time.
 #[derive(Clone, Debug, Default)]
 pub struct Exemptions {
@@ -98,5 +120,18 @@ mod tests {
         assert!(exempt.matches_request(&Method::GET, &uri("/health?full=1")));
         assert!(exempt.matches_request(&Method::GET, &uri("http://a.example/static/app.js")));
         assert!(!exempt.matches_request(&Method::GET, &uri("/health/deep")));
+    }
+
+    #[test]
+    fn configuration_is_read_as_written_and_never_matching_paths_are_refused() {
+        assert_eq!(method_from_config("m", "options"), Ok(Method::OPTIONS));
+        assert_eq!(method_from_config("m", "GET"), Ok(Method::GET));
+        assert!(method_from_config("m", "GE T").is_err());
+        for good in ["/health", "/static/*", "/"] {
+            assert_eq!(path_from_config("p", good), Ok(good));
+        }
+        for bad in ["health", "/a/*/b", "*", ""] {
+            assert!(path_from_config("p", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -34,8 +34,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use http::{HeaderName, Method, StatusCode};
+use http::{HeaderName, StatusCode};
 use palisade_core::ConfigError;
+use palisade_core::exempt;
 use palisade_core::key::KeyFn;
 use serde::Deserialize;
 
@@ -326,25 +327,10 @@ impl PolicyConfig {
             .shadow(self.shadow)
             .enforce_percent(self.enforce_percent);
         for path in &self.exempt_paths {
-            // A path that could never match is a mistake, not a no-op: it
-            // starts with `/`, and `*` only ends it (`/static/*`).
-            let pattern = path.strip_suffix('*').unwrap_or(path);
-            if !path.starts_with('/') || pattern.contains('*') {
-                return Err(ConfigError::invalid(
-                    "exempt_paths",
-                    format!("`{path}` is not a path (`/health`) or a prefix (`/static/*`)"),
-                ));
-            }
-            builder = builder.exempt_path(path.clone());
+            builder = builder.exempt_path(exempt::path_from_config("exempt_paths", path)?);
         }
         for method in &self.exempt_methods {
-            // Written as users write them (`options`), matched as requests
-            // carry them (`OPTIONS`).
-            let method =
-                Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                    ConfigError::invalid("exempt_methods", format!("`{method}` is not a method"))
-                })?;
-            builder = builder.exempt_method(method);
+            builder = builder.exempt_method(exempt::method_from_config("exempt_methods", method)?);
         }
         for network in &self.exempt_networks {
             builder = builder.exempt_network(network)?;
@@ -370,6 +356,8 @@ impl PolicyConfig {
 
 #[cfg(test)]
 mod tests {
+    use http::Method;
+
     use super::*;
 
     #[test]

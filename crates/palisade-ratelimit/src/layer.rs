@@ -63,8 +63,8 @@ struct Shared {
     any_unenforced: bool,
     /// Some policy charges by the response.
     any_charge_when: bool,
-    /// One always-enforced policy, charged up front, in memory: the common
-    /// layer, decided without a plan (see `call_single`).
+    /// One always-enforced policy, charged up front: the common layer,
+    /// decided without a plan when its store is in memory (`call_single`).
     single: bool,
 }
 
@@ -183,10 +183,7 @@ impl RateLimitLayerBuilder {
         let any_charge_when = policies.iter().any(|c| c.policy.charge_when.is_some());
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
-                single: policies.len() == 1
-                    && !any_unenforced
-                    && !any_charge_when
-                    && matches!(backend, Backend::Memory(_)),
+                single: policies.len() == 1 && !any_unenforced && !any_charge_when,
                 any_unenforced,
                 any_charge_when,
                 policies,
@@ -734,7 +731,7 @@ impl Deferred {
                 Backend::Redis(store) => {
                     if let (Some(key), Ok(runtime)) = (key, tokio::runtime::Handle::try_current()) {
                         let store = store.clone();
-                        runtime.spawn(async move { store.refund(check, key).await });
+                        runtime.spawn(async move { store.refund(&check, &key).await });
                     }
                 }
             }

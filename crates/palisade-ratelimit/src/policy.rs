@@ -352,7 +352,8 @@ impl RateLimitPolicyBuilder {
 
     /// Exempts the requests this function accepts: any other allow-list
     /// (tenants, API key ids, internal routes), read from the request head
-    /// and the principal on it. Called for every request the policy sees.
+    /// and the principal on it. Called for every request the policy sees;
+    /// one function per policy (a second call replaces the first).
     pub fn exempt_if(
         mut self,
         exempt: impl Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,

@@ -65,6 +65,15 @@ async fn send(
     Response::from_parts(parts, body.collect().await.expect("body").to_bytes())
 }
 
+/// A layer of one policy on `store`.
+fn layer_on(policy: RateLimitPolicy, store: MemoryStore) -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .policy(policy)
+        .store(store)
+        .build()
+        .unwrap()
+}
+
 /// The status of one request.
 async fn status_of(
     addr: SocketAddr,
@@ -265,15 +274,12 @@ async fn tiers_follow_the_principal() {
         "free",
     )
     .unwrap();
-    let layer = RateLimitLayer::builder()
-        .policy(
-            RateLimitPolicy::tiered("per_user", KeyFn::Subject, tiers)
-                .build()
-                .unwrap(),
-        )
-        .store(store)
-        .build()
-        .unwrap();
+    let layer = layer_on(
+        RateLimitPolicy::tiered("per_user", KeyFn::Subject, tiers)
+            .build()
+            .unwrap(),
+        store,
+    );
     let app = Router::new()
         .route("/api", get(|| async { "ok" }))
         .layer(layer)
@@ -323,11 +329,7 @@ async fn only_failed_logins_are_charged() {
         .charge_when(|status| status == StatusCode::UNAUTHORIZED)
         .build()
         .unwrap();
-    let layer = RateLimitLayer::builder()
-        .policy(logins)
-        .store(store)
-        .build()
-        .unwrap();
+    let layer = layer_on(logins, store);
     let login = post(|headers: HeaderMap| async move {
         if headers.get("x-password").is_some_and(|p| p == "right") {
             StatusCode::OK
@@ -420,15 +422,12 @@ async fn shadow_mode_reports_but_never_refuses_and_exemptions_skip_the_policy() 
 #[tokio::test]
 async fn one_layer_on_several_routes_shares_its_state() {
     let (_clock, store) = manual_store();
-    let layer = RateLimitLayer::builder()
-        .policy(
-            RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, Quota::per_minute(3))
-                .build()
-                .unwrap(),
-        )
-        .store(store)
-        .build()
-        .unwrap();
+    let layer = layer_on(
+        RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, Quota::per_minute(3))
+            .build()
+            .unwrap(),
+        store,
+    );
     let app = Router::new()
         .route("/a", get(|| async { "a" }).route_layer(layer.clone()))
         .route("/b", get(|| async { "b" }).route_layer(layer));
@@ -452,11 +451,7 @@ async fn parallel_failed_logins_cannot_outrun_the_limit() {
         .charge_when(|status| status == StatusCode::UNAUTHORIZED)
         .build()
         .unwrap();
-    let layer = RateLimitLayer::builder()
-        .policy(logins)
-        .store(store)
-        .build()
-        .unwrap();
+    let layer = layer_on(logins, store);
     let reached = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&reached);
     let login = post(move || {
@@ -497,11 +492,7 @@ async fn a_request_costing_more_than_the_burst_is_too_large() {
         })
         .build()
         .unwrap();
-    let layer = RateLimitLayer::builder()
-        .policy(upload)
-        .store(store)
-        .build()
-        .unwrap();
+    let layer = layer_on(upload, store);
     let addr = serve(
         Router::new()
             .route("/upload", post(|| async { "ok" }))
@@ -549,21 +540,14 @@ async fn one_policy_exempts_skips_shares_and_refuses_when_the_store_is_full() {
             .build()
             .unwrap()
     };
-    let layer = |policy: RateLimitPolicy, store: MemoryStore| {
-        RateLimitLayer::builder()
-            .policy(policy)
-            .store(store)
-            .build()
-            .unwrap()
-    };
-    let shared = layer(policy("shared", MissingKey::Shared), manual_store().1);
-    let skip = layer(policy("skip", MissingKey::Skip), manual_store().1);
+    let shared = layer_on(policy("shared", MissingKey::Shared), manual_store().1);
+    let skip = layer_on(policy("skip", MissingKey::Skip), manual_store().1);
     let tiny = MemoryStore::builder()
         .clock(ManualClock::new())
         .capacity(1)
         .build()
         .unwrap();
-    let full = layer(policy("tiny", MissingKey::Shared), tiny);
+    let full = layer_on(policy("tiny", MissingKey::Shared), tiny);
     let handler = || get(|| async { "ok" }).options(|| async { "" });
     let addr = serve(
         Router::new()
@@ -639,11 +623,7 @@ async fn a_partly_enforced_policy_refuses_about_its_share_of_requests_over_the_l
     };
     let mut refused_by_percent = Vec::new();
     for percent in [0, 25, 100] {
-        let layer = RateLimitLayer::builder()
-            .policy(policy(percent))
-            .store(store.clone())
-            .build()
-            .unwrap();
+        let layer = layer_on(policy(percent), store.clone());
         let app = Router::new()
             .route("/api", get(|| async { "ok" }))
             .layer(layer);
@@ -678,17 +658,14 @@ async fn principals_are_exempt_by_subject_or_by_any_function_of_the_request() {
     use tower::{Layer, ServiceExt};
 
     let (_clock, store) = manual_store();
-    let layer = RateLimitLayer::builder()
-        .policy(
-            RateLimitPolicy::builder("per_tenant", KeyFn::Global, Quota::per_hour(1))
-                .exempt_subject("svc-backup")
-                .exempt_if(|head| head.principal().and_then(Principal::tenant) == Some("internal"))
-                .build()
-                .unwrap(),
-        )
-        .store(store)
-        .build()
-        .unwrap();
+    let layer = layer_on(
+        RateLimitPolicy::builder("per_tenant", KeyFn::Global, Quota::per_hour(1))
+            .exempt_subject("svc-backup")
+            .exempt_if(|head| head.principal().and_then(Principal::tenant) == Some("internal"))
+            .build()
+            .unwrap(),
+        store,
+    );
     let service = layer.layer(tower::service_fn(|_: Request<Empty<Bytes>>| async {
         Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
     }));

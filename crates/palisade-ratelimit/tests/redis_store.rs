@@ -19,7 +19,7 @@ use palisade_core::key::KeyFn;
 use palisade_ratelimit::{
     FailurePolicy, Quota, RateLimitLayer, RateLimitPolicy, RedisStore, TimeSource,
 };
-use palisade_redis::testing::{RedisCluster, RedisServer};
+use palisade_redis::testing::{RedisCluster, RedisServer, must_finish};
 use palisade_redis::{RedisConfig, RedisConnection};
 
 async fn serve(layer: RateLimitLayer) -> SocketAddr {
@@ -77,7 +77,7 @@ async fn layer(
     failure: FailurePolicy,
     time: TimeSource,
 ) -> RateLimitLayer {
-    layer_on(store(config, failure, time), quota)
+    layer_on(store(config, failure, time), per_ip(quota))
 }
 
 fn store(config: &RedisConfig, failure: FailurePolicy, time: TimeSource) -> RedisStore {
@@ -89,24 +89,20 @@ fn store(config: &RedisConfig, failure: FailurePolicy, time: TimeSource) -> Redi
         .expect("store")
 }
 
-/// One per-client-address policy on `store`.
-fn layer_on(store: RedisStore, quota: Quota) -> RateLimitLayer {
-    RateLimitLayer::builder()
-        .policy(
-            RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, quota)
-                .build()
-                .unwrap(),
-        )
-        .redis_store(store)
+/// A per-client-address policy.
+fn per_ip(quota: Quota) -> RateLimitPolicy {
+    RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, quota)
         .build()
         .unwrap()
 }
 
-/// Bounds a step that must finish: failing here means it hung.
-async fn must_finish<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} hung"))
+/// A layer of one policy on `store`.
+fn layer_on(store: RedisStore, policy: RateLimitPolicy) -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .policy(policy)
+        .redis_store(store)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -165,15 +161,7 @@ async fn a_cluster_started_by_the_test_enforces_the_limit() {
         .await
         .expect("connect");
     let store = RedisStore::builder(connection).build().expect("store");
-    let single = RateLimitLayer::builder()
-        .policy(
-            RateLimitPolicy::builder("per_ip", KeyFn::ClientIp, Quota::per_hour(5))
-                .build()
-                .unwrap(),
-        )
-        .redis_store(store.clone())
-        .build()
-        .unwrap();
+    let single = layer_on(store.clone(), per_ip(Quota::per_hour(5)));
     let addr = serve(single).await;
     let mut admitted = 0;
     for _ in 0..12 {
@@ -228,17 +216,15 @@ async fn a_cluster_started_by_the_test_enforces_the_limit() {
             "{state}"
         );
     }
-    // Seven refusals later the loose key holds only the three admitted
-    // requests: the next one leaves 96.
-    let loose = RateLimitLayer::builder()
-        .policy(
-            RateLimitPolicy::builder("loose", KeyFn::Global, Quota::per_hour(100))
-                .build()
-                .unwrap(),
-        )
-        .redis_store(store)
-        .build()
-        .unwrap();
+    // The loose key holds only the three admitted requests, so the first
+    // refusal's charge on it was given back (the later refusals came from
+    // the local cache and charged nothing): the next request leaves 96.
+    let loose = layer_on(
+        store,
+        RateLimitPolicy::builder("loose", KeyFn::Global, Quota::per_hour(100))
+            .build()
+            .unwrap(),
+    );
     let (code, headers) = status(serve(loose).await).await;
     assert_eq!(code, StatusCode::OK);
     let state = headers["ratelimit"].to_str().unwrap();
@@ -250,7 +236,11 @@ async fn a_killed_redis_applies_the_failure_policy_without_hanging_and_recovery_
     let mut server = RedisServer::start().expect("redis-server");
     let config = RedisConfig::standalone(server.url()).call_timeout(Duration::from_millis(50));
     let closed_store = store(&config, FailurePolicy::FailClosed, TimeSource::Redis);
-    let closed = serve(layer_on(closed_store.clone(), Quota::per_hour(1_000))).await;
+    let closed = serve(layer_on(
+        closed_store.clone(),
+        per_ip(Quota::per_hour(1_000)),
+    ))
+    .await;
     let open = serve(
         layer(
             &config,
@@ -268,7 +258,7 @@ async fn a_killed_redis_applies_the_failure_policy_without_hanging_and_recovery_
         },
         TimeSource::Redis,
     );
-    let local = serve(layer_on(local_store.clone(), Quota::per_hour(40))).await;
+    let local = serve(layer_on(local_store.clone(), per_ip(Quota::per_hour(40)))).await;
     assert_eq!(status(closed).await.0, StatusCode::OK);
     assert_eq!(status(local).await.0, StatusCode::OK);
 

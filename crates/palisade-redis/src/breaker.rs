@@ -13,9 +13,12 @@ use palisade_core::clock::Nanos;
 /// opens for its cooldown, during which [`admit`](Self::admit) refuses.
 /// After the cooldown one call (elected by compare-and-swap) probes Redis
 /// while the others are still refused: its success closes the breaker, its
-/// failure opens it again. A probe whose call is dropped unfinished (a
-/// client went away) gives its place back, so the next call probes: the
-/// breaker never stays open for want of an answer.
+/// failure opens it again. Any success closes it (a call admitted before it
+/// opened included: Redis answered), and a late failure of such a call
+/// pushes the cooldown on; outcomes are not tied to when they were
+/// admitted. A probe whose call is dropped unfinished (a client went away)
+/// gives its place back, so the next call probes: the breaker never stays
+/// open for want of an answer.
 ///
 /// Lock-free: a closed breaker costs a few atomic loads per call and no
 /// write while calls succeed.
@@ -53,9 +56,10 @@ impl Breaker {
     }
 
     /// Leave to call Redis now, or `None` while the breaker is open (or
-    /// another call is probing).
+    /// another call is probing). The clock is read only when the breaker is
+    /// open: a closed one costs one atomic load.
     #[inline]
-    pub(crate) fn admit(&self, now: Nanos) -> Option<Permit<'_>> {
+    pub(crate) fn admit(&self, now: impl FnOnce() -> Nanos) -> Option<Permit<'_>> {
         let open_until = self.open_until.load(Ordering::Acquire);
         if open_until == 0 {
             return Some(Permit {
@@ -63,6 +67,7 @@ impl Breaker {
                 probe: false,
             });
         }
+        let now = now();
         if now.as_u64() < open_until
             || self
                 .probing
@@ -140,40 +145,44 @@ impl Drop for Permit<'_> {
 mod tests {
     use super::*;
 
-    fn trip(breaker: &Breaker, now: Nanos) {
+    /// A breaker of 100 ms cooldown tripped at `t0`, and a time past its
+    /// cooldown: (breaker, t0, later).
+    fn tripped() -> (Breaker, Nanos, Nanos) {
+        let breaker = Breaker::new(Duration::from_millis(100));
+        let t0 = Nanos(1_000_000_000);
         for _ in 0..Breaker::THRESHOLD {
             breaker
-                .admit(now)
+                .admit(|| t0)
                 .unwrap_or_else(|| panic!("closed"))
-                .failure(now);
+                .failure(t0);
         }
+        (breaker, t0, t0.saturating_add(Duration::from_millis(150)))
     }
 
     #[test]
     fn the_breaker_lets_one_probe_through_after_its_cooldown() {
-        let breaker = Breaker::new(Duration::from_millis(100));
-        let t0 = Nanos(1_000_000_000);
-        trip(&breaker, t0);
+        let (breaker, t0, later) = tripped();
         assert!(breaker.is_open());
-        assert!(breaker.admit(t0).is_none(), "open");
-        let later = t0.saturating_add(Duration::from_millis(150));
-        let probe = breaker.admit(later).unwrap_or_else(|| panic!("one probe"));
-        assert!(breaker.admit(later).is_none(), "only one");
+        assert!(breaker.admit(|| t0).is_none(), "open");
+        let probe = breaker
+            .admit(|| later)
+            .unwrap_or_else(|| panic!("one probe"));
+        assert!(breaker.admit(|| later).is_none(), "only one");
         probe.failure(later);
         assert!(
             breaker
-                .admit(later.saturating_add(Duration::from_millis(50)))
+                .admit(|| later.saturating_add(Duration::from_millis(50)))
                 .is_none(),
             "reopened"
         );
         let again = later.saturating_add(Duration::from_millis(200));
         breaker
-            .admit(again)
+            .admit(|| again)
             .unwrap_or_else(|| panic!("a probe"))
             .success();
         assert!(!breaker.is_open());
         assert!(
-            breaker.admit(again).is_some() && breaker.admit(again).is_some(),
+            breaker.admit(|| again).is_some() && breaker.admit(|| again).is_some(),
             "closed: everyone"
         );
     }
@@ -185,12 +194,12 @@ mod tests {
         for _ in 0..10 {
             for _ in 0..Breaker::THRESHOLD - 1 {
                 breaker
-                    .admit(now)
+                    .admit(|| now)
                     .unwrap_or_else(|| panic!("closed"))
                     .failure(now);
             }
             breaker
-                .admit(now)
+                .admit(|| now)
                 .unwrap_or_else(|| panic!("closed"))
                 .success();
         }
@@ -199,14 +208,11 @@ mod tests {
 
     #[test]
     fn a_dropped_probe_gives_its_place_back() {
-        let breaker = Breaker::new(Duration::from_millis(100));
-        let t0 = Nanos(1_000_000_000);
-        trip(&breaker, t0);
-        let later = t0.saturating_add(Duration::from_millis(150));
+        let (breaker, _, later) = tripped();
         // The probing call is cancelled before Redis answers.
-        drop(breaker.admit(later).unwrap_or_else(|| panic!("a probe")));
+        drop(breaker.admit(|| later).unwrap_or_else(|| panic!("a probe")));
         let probe = breaker
-            .admit(later)
+            .admit(|| later)
             .unwrap_or_else(|| panic!("the next call probes"));
         probe.success();
         assert!(!breaker.is_open());
@@ -214,18 +220,15 @@ mod tests {
 
     #[test]
     fn a_failed_probe_reopens_the_breaker_for_a_new_cooldown() {
-        let breaker = Breaker::new(Duration::from_millis(100));
-        let t0 = Nanos(1_000_000_000);
-        trip(&breaker, t0);
-        let later = t0.saturating_add(Duration::from_millis(150));
+        let (breaker, _, later) = tripped();
         // The probe fails and reopens the breaker until `later + 100 ms`:
         // no call probes again before then.
         breaker
-            .admit(later)
+            .admit(|| later)
             .unwrap_or_else(|| panic!("a probe"))
             .failure(later);
-        assert!(breaker.admit(later).is_none());
+        assert!(breaker.admit(|| later).is_none());
         let after = later.saturating_add(Duration::from_millis(100));
-        assert!(breaker.admit(after).is_some_and(|p| p.probe));
+        assert!(breaker.admit(|| after).is_some_and(|p| p.probe));
     }
 }

@@ -48,7 +48,9 @@ pub struct RedisConfig {
     /// once for this long (default 250 ms), then one call probes: a dead
     /// Redis costs requests nothing but their failure policy. 0 turns the
     /// breaker off; at most one hour. One breaker serves the connection and
-    /// all its clones (every node of a cluster included).
+    /// all its clones (every node of a cluster included: one dead node opens
+    /// it for all, and a probe a healthy node answers closes it until the
+    /// dead node's calls open it again).
     pub breaker_cooldown_ms: u64,
 }
 

@@ -118,11 +118,6 @@ impl RedisConnection {
         self.call_timeout
     }
 
-    /// The `redis` crate's connection, for a call's future to own.
-    pub(crate) fn raw(&self) -> Inner {
-        self.inner.clone()
-    }
-
     /// Whether this is a cluster connection.
     pub fn is_cluster(&self) -> bool {
         matches!(self.inner, Inner::Cluster(_))
@@ -130,9 +125,10 @@ impl RedisConnection {
 
     /// Runs a command within the per-call timeout.
     pub async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, RedisError> {
-        let mut connection = self.inner.clone();
-        self.within_timeout(async move { command.query_async(&mut connection).await })
-            .await
+        self.within_timeout(
+            |mut connection| async move { command.query_async(&mut connection).await },
+        )
+        .await
     }
 
     /// Runs a pipeline within the per-call timeout (one round trip on a
@@ -141,9 +137,10 @@ impl RedisConnection {
         &self,
         pipeline: &Pipeline,
     ) -> Result<T, RedisError> {
-        let mut connection = self.inner.clone();
-        self.within_timeout(async move { pipeline.query_async(&mut connection).await })
-            .await
+        self.within_timeout(
+            |mut connection| async move { pipeline.query_async(&mut connection).await },
+        )
+        .await
     }
 
     /// `PING`, within the per-call timeout.
@@ -167,17 +164,24 @@ impl RedisConnection {
     }
 
     /// Runs a call through the breaker and within the per-call timeout.
-    pub(crate) async fn within_timeout<T>(
+    /// The call gets its own handle on the `redis` crate's connection (a
+    /// call's future owns what it uses), made only once the breaker lets
+    /// the call through: a refused call costs nothing more.
+    pub(crate) async fn within_timeout<T, F>(
         &self,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, RedisError> {
+        call: impl FnOnce(Inner) -> F,
+    ) -> Result<T, RedisError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
         let permit = match &self.breaker {
-            Some(breaker) => match breaker.admit(SystemClock.now()) {
+            Some(breaker) => match breaker.admit(|| SystemClock.now()) {
                 Some(permit) => Some(permit),
                 None => return Err(RedisError::RecentlyUnavailable),
             },
             None => None,
         };
+        let call = call(self.inner.clone());
         let result = match tokio::time::timeout(self.call_timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(RedisError::from_redis(error, self.call_timeout)),
@@ -194,7 +198,8 @@ impl RedisConnection {
 }
 
 /// Lets the `redis` crate's own commands and scripts run on this
-/// connection (without the per-call timeout: use the methods above on the
+/// connection (without the per-call timeout or the breaker, which neither
+/// refuses these calls nor counts them: use the methods above on the
 /// request path).
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {

@@ -47,9 +47,8 @@ impl RedisScript {
         for arg in args {
             invocation.arg(arg);
         }
-        let mut conn = connection.raw();
         connection
-            .within_timeout(async move { invocation.invoke_async(&mut conn).await })
+            .within_timeout(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await
     }
 }

@@ -279,3 +279,11 @@ fn cluster_info(port: u16) -> io::Result<String> {
     io::Read::read_exact(&mut reader, &mut body)?;
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
+
+/// Awaits a step that must finish, within 20 seconds; panics naming `what`
+/// when it hung.
+pub async fn must_finish<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung"))
+}

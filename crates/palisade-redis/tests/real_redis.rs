@@ -8,15 +8,8 @@
 
 use std::time::Duration;
 
-use palisade_redis::testing::{RedisCluster, RedisServer};
+use palisade_redis::testing::{RedisCluster, RedisServer, must_finish};
 use palisade_redis::{KeyNamer, RedisConfig, RedisConnection, RedisError, RedisScript};
-
-/// Bounds a step that must finish: failing here means it hung.
-async fn must_finish<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(15), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} hung"))
-}
 
 const INCR_BOTH: &str = r"
 local a = redis.call('INCR', KEYS[1])

@@ -1,7 +1,6 @@
 //! The Redis store: every policy of a request decided and charged by one Lua
 //! script, so many instances enforce one limit together.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -253,14 +252,10 @@ impl RedisStore {
             FallbackDecision::Allow => RedisOutcome::FailOpen,
             FallbackDecision::Deny => RedisOutcome::FailClosed,
             FallbackDecision::Local => {
-                let instances = match inner.failure {
-                    FailurePolicy::LocalFallback { instances } => instances,
-                    _ => NonZeroU32::MIN,
-                };
                 let mut local: smallvec::SmallVec<[Check; 2]> = checks
                     .iter()
                     .map(|c| Check {
-                        quota: local_share(&c.quota, instances),
+                        quota: local_share(&c.quota, &inner.failure),
                         ..*c
                     })
                     .collect();
@@ -294,60 +289,57 @@ impl RedisStore {
     /// slots, which one script cannot take together. Each key is decided,
     /// and charged when it fits, by its own script, all in one concurrent
     /// round (the cluster connection pipelines per node): an allowed request
-    /// costs one round trip per node. When the request does not pass, or a
-    /// node failed, what this request was charged is given back in a second
-    /// round. Until then its charges hold room that another request may be
-    /// refused for: the safe side. No request is ever admitted over a limit.
+    /// costs one round trip per node. A refusal by any enforced key refuses
+    /// the request, whatever the other nodes did; a node failing for a check
+    /// that refuses nothing leaves that check undecided; a node failing for
+    /// an enforced one hands the request to the failure policy. When the
+    /// request does not pass, its charges are given back in a second round,
+    /// best effort (a node that timed out after its script ran, or behind
+    /// an open breaker, keeps the charge: the safe side). No request is
+    /// admitted over a limit.
     async fn call_across_slots(
         &self,
         checks: &mut [Check],
         keys: &[String],
     ) -> Result<bool, RedisError> {
-        let mut each: smallvec::SmallVec<[[Check; 1]; 4]> = checks.iter().map(|c| [*c]).collect();
-        let results = futures_util::future::join_all(
-            each.iter_mut()
-                .zip(keys)
-                .map(|(check, key)| self.call_one_slot(check, std::slice::from_ref(key))),
-        )
-        .await;
+        let results =
+            futures_util::future::join_all(checks.iter_mut().zip(keys).map(|(check, key)| {
+                self.call_one_slot(std::slice::from_mut(check), std::slice::from_ref(key))
+            }))
+            .await;
         let mut passes = true;
         let mut failure = None;
-        for ((check, one), result) in checks.iter_mut().zip(&each).zip(results) {
+        for (check, result) in checks.iter().zip(results) {
             match result {
-                Ok(_) => {
-                    check.decision = one[0].decision;
-                    passes &= check.decision.is_some_and(|d| d.allowed) || !check.enforced;
-                }
-                Err(error) => {
-                    check.decision = None;
+                Ok(_) => passes &= check.decision.is_some_and(|d| d.allowed) || !check.enforced,
+                Err(error) if check.enforced => {
                     failure.get_or_insert(error);
                 }
+                Err(_) => {}
             }
         }
-        if failure.is_some() || !passes {
-            let charged = checks
-                .iter_mut()
-                .zip(keys)
-                .filter(|(check, _)| check.decision.is_some_and(|d| d.allowed));
-            let mut refunds = Vec::new();
-            for (check, key) in charged {
-                refunds.push(self.refund(*check, key.clone()));
-                // Reported as the key stands without this request, as a
-                // single script reports a request it does not charge.
-                if let Some(decision) = check.decision.as_mut() {
-                    let charge = check
-                        .quota
-                        .emission_ns()
-                        .saturating_mul(u64::from(check.cost));
-                    decision.headroom_ns = decision.headroom_ns.saturating_add(charge);
-                    decision.reset_ns = decision.reset_ns.saturating_sub(charge);
-                }
-            }
-            futures_util::future::join_all(refunds).await;
+        if passes && failure.is_none() {
+            return Ok(true);
         }
+        let mut refunds: smallvec::SmallVec<[_; 4]> = smallvec::SmallVec::new();
+        for (check, key) in checks.iter_mut().zip(keys) {
+            let Some(decision) = check.decision.as_mut().filter(|d| d.allowed) else {
+                continue;
+            };
+            // Reported as the key stands without this request, as a single
+            // script reports a request it does not charge.
+            let charge = check
+                .quota
+                .emission_ns()
+                .saturating_mul(u64::from(check.cost));
+            decision.headroom_ns = decision.headroom_ns.saturating_add(charge);
+            decision.reset_ns = decision.reset_ns.saturating_sub(charge);
+            refunds.push(self.refund(check, key));
+        }
+        futures_util::future::join_all(refunds).await;
         match failure {
-            Some(error) => Err(error),
-            None => Ok(passes),
+            Some(error) if passes => Err(error),
+            _ => Ok(false),
         }
     }
 
@@ -357,16 +349,15 @@ impl RedisStore {
         keys: &[String],
     ) -> Result<bool, RedisError> {
         let inner = &*self.inner;
-        let now_arg = self.now_arg();
-        let mut args: Vec<String> = Vec::with_capacity(1 + checks.len() * 4);
-        args.push(now_arg);
+        // Numbers, written into the command by the redis crate: no string
+        // is made per argument.
+        let mut args: smallvec::SmallVec<[u64; 9]> = smallvec::SmallVec::new();
+        args.push(self.now_arg());
         for check in checks.iter() {
-            // Microsecond resolution in Redis: at most a million per second per key.
-            // Rounded up: rounding down would let a faster rate through.
-            args.push(check.quota.emission_ns().div_ceil(1_000).max(1).to_string());
-            args.push(check.quota.burst_size().to_string());
-            args.push(check.cost.to_string());
-            args.push(if check.enforced { "1" } else { "0" }.to_owned());
+            args.push(emission_us(&check.quota));
+            args.push(u64::from(check.quota.burst_size()));
+            args.push(u64::from(check.cost));
+            args.push(u64::from(check.enforced));
         }
         let key_refs: smallvec::SmallVec<[&str; 4]> = keys.iter().map(String::as_str).collect();
         let reply: Vec<i64> = inner
@@ -389,33 +380,26 @@ impl RedisStore {
         Ok(passes)
     }
 
-    /// The script's time argument: empty to read Redis `TIME`, or this
+    /// The script's time argument: 0 to read Redis `TIME`, or this
     /// machine's wall clock in microseconds.
-    fn now_arg(&self) -> String {
+    fn now_arg(&self) -> u64 {
         match self.inner.time {
-            TimeSource::Redis => String::new(),
-            TimeSource::Client => u64::try_from(self.inner.clock.unix_time().as_micros())
-                .unwrap_or(u64::MAX)
-                .to_string(),
+            TimeSource::Redis => 0,
+            TimeSource::Client => {
+                u64::try_from(self.inner.clock.unix_time().as_micros()).unwrap_or(u64::MAX)
+            }
         }
     }
 
-    /// Gives back a response-dependent check's charge.
-    pub(crate) async fn refund(&self, check: Check, key: String) {
+    /// Gives back what a check was charged. Best effort: a refund that
+    /// cannot be made (Redis down, or its breaker open) leaves the charge,
+    /// the safe side.
+    pub(crate) async fn refund(&self, check: &Check, key: &str) {
         let inner = &*self.inner;
-        let now_arg = self.now_arg();
-        let back = check
-            .quota
-            .emission_ns()
-            .div_ceil(1_000)
-            .max(1)
-            .saturating_mul(u64::from(check.cost))
-            .to_string();
-        // Best effort: a refund that cannot be made (Redis down, or its
-        // breaker open) leaves the charge, the safe side.
+        let back = emission_us(&check.quota).saturating_mul(u64::from(check.cost));
         let _: Result<i64, RedisError> = inner
             .refund_script
-            .invoke(&inner.connection, &[key.as_str()], &[now_arg, back])
+            .invoke(&inner.connection, &[key], &[self.now_arg(), back])
             .await;
     }
 }
@@ -448,11 +432,23 @@ fn slot(key: &str) -> u16 {
     crc % 16_384
 }
 
-/// A quota divided among `instances`: count and burst each at least 1.
-fn local_share(quota: &Quota, instances: NonZeroU32) -> Quota {
-    let n = instances.get();
-    Quota::new((quota.count() / n).max(1), quota.period())
-        .burst((quota.burst_size() / n).max(1))
+/// A quota's emission interval in the script's unit, microseconds (at most
+/// a million requests per second per key), rounded up: rounding down would
+/// let a faster rate through.
+fn emission_us(quota: &Quota) -> u64 {
+    quota.emission_ns().div_ceil(1_000).max(1)
+}
+
+/// This instance's share of a quota under the local fallback (the failure
+/// policy's share of its count and of its burst).
+fn local_share(quota: &Quota, failure: &FailurePolicy) -> Quota {
+    let share = |n: u32| {
+        failure
+            .local_share(u64::from(n))
+            .map_or(n, |share| u32::try_from(share).unwrap_or(n))
+    };
+    Quota::new(share(quota.count()), quota.period())
+        .burst(share(quota.burst_size()))
         .unwrap_or(*quota)
 }
 

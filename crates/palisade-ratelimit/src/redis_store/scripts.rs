@@ -3,18 +3,16 @@
 /// Prefixes a script with what every one of ours starts with: effects
 /// replication (for Redis before 5, where `TIME` and writes cannot mix
 /// otherwise) and `now` in microseconds, from Redis `TIME` when ARGV[1] is
-/// empty, else from ARGV[1].
+/// 0, else from ARGV[1].
 macro_rules! with_now {
     ($body:literal) => {
         concat!(
             r"
 if redis.replicate_commands then redis.replicate_commands() end
-local now
-if ARGV[1] == '' then
+local now = tonumber(ARGV[1])
+if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
 end
 ",
             $body
@@ -26,7 +24,7 @@ end
 /// numbers are doubles: microseconds since the epoch stay exact, nanoseconds
 /// would not).
 ///
-/// KEYS: one per check. ARGV[1]: now in µs, or "" to read Redis `TIME`;
+/// KEYS: one per check. ARGV[1]: now in µs, or 0 to read Redis `TIME`;
 /// then four per check: emission µs, burst, cost, enforced (0/1). Every
 /// check that fits is charged when the request passes. Returns {passes, then per check: allowed, remaining, reset µs,
 /// retry-after µs}.
